@@ -134,7 +134,7 @@ def build_parser(prog: str, cmd: Command, cls: type) -> _Parser:
             text += f" One of: {', '.join(map(str, meta['choices']))}."
         if meta.get("positional"):
             is_list = cfgmod.describe_type(tp).startswith("list[")
-            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+            required = bool(meta.get("required"))
             nargs = ("+" if required else "*") if is_list else (None if required else "?")
             parser.add_argument(name, nargs=nargs, default=argparse.SUPPRESS, metavar=name.upper(), help=text)
             continue
@@ -234,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # e.g. `medfm list | head`
         return 0
+    except SystemExit as exc:  # argparse's --help
+        return exc.code if isinstance(exc.code, int) else 0
 
 
 if __name__ == "__main__":

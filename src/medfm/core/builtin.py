@@ -32,8 +32,10 @@ def run_env(cfg: EnvConfig) -> int:
     print(f"medfm {env['packages']['medfm']}  python {env['python']}  {env['platform']}")
     print(f"git commit: {env['git_commit'] or 'not a checkout'}")
     dev = env["device"]
-    print(f"device: {dev.get('default_device')}  cuda: {dev.get('cuda_available')}  threads: {dev.get('cpu_threads')}"
-          + (f"  gpus: {', '.join(dev['gpus'])}" if dev.get("gpus") else ""))
+    print(
+        f"device: {dev.get('default_device')}  cuda: {dev.get('cuda_available')}  threads: {dev.get('cpu_threads')}"
+        + (f"  gpus: {', '.join(dev['gpus'])}" if dev.get("gpus") else "")
+    )
     print("packages:")
     for name, version in env["packages"].items():
         print(f"  {name:<22} {version or '-'}")
@@ -57,7 +59,9 @@ def run_list(cfg: ListConfig) -> int:
         if cap.available:
             group = getattr(importlib.import_module(cap.module), capabilities.GROUP_ATTR.get(cap.name, "GROUP"))
             for cmd in group.commands:
-                entry["verbs"].append({"name": cmd.name, "help": cmd.help, "presets": list_presets(cmd.preset_package())})
+                entry["verbs"].append(
+                    {"name": cmd.name, "help": cmd.help, "presets": list_presets(cmd.preset_package())}
+                )
         rows.append(entry)
     if cfg.json:
         print(json.dumps(rows, indent=2))
@@ -71,11 +75,27 @@ def run_list(cfg: ListConfig) -> int:
     return 0
 
 
-ENV = Group("env", "Print versions, device and installed offline assets.", (
-    Command("env", "Print versions, device and installed offline assets.", "medfm.core.builtin:EnvConfig",
-            "medfm.core.builtin:run_env"),
-), single=True)
+ENV = Group(
+    "env",
+    "Print versions, device and installed offline assets.",
+    (
+        Command(
+            "env",
+            "Print versions, device and installed offline assets.",
+            "medfm.core.builtin:EnvConfig",
+            "medfm.core.builtin:run_env",
+        ),
+    ),
+    single=True,
+)
 
-LIST = Group("list", "List methods, verbs and presets.", (
-    Command("list", "List methods, verbs and presets.", "medfm.core.builtin:ListConfig", "medfm.core.builtin:run_list"),
-), single=True)
+LIST = Group(
+    "list",
+    "List methods, verbs and presets.",
+    (
+        Command(
+            "list", "List methods, verbs and presets.", "medfm.core.builtin:ListConfig", "medfm.core.builtin:run_list"
+        ),
+    ),
+    single=True,
+)

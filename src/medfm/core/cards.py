@@ -33,8 +33,17 @@ Paradigm = Literal[
     "preference-alignment",
 ]
 CapabilityKind = Literal[
-    "zero-shot", "few-shot", "in-context", "fine-tuning", "linear-probe", "generation",
-    "segmentation", "classification", "retrieval", "reconstruction", "detection",
+    "zero-shot",
+    "few-shot",
+    "in-context",
+    "fine-tuning",
+    "linear-probe",
+    "generation",
+    "segmentation",
+    "classification",
+    "retrieval",
+    "reconstruction",
+    "detection",
 ]
 EvalSetting = Literal["in-distribution", "out-of-distribution", "subgroups", "robustness", "clinical-readers"]
 Annotation = Literal["none", "automatic", "report-derived", "manual", "mixed"]
@@ -145,8 +154,10 @@ class ModelCard:
         for c in self.capabilities.supported:
             need(c in get_args(CapabilityKind), f"capabilities: {c!r} is not one of {get_args(CapabilityKind)}")
         for r in self.evaluation:
-            need(r.setting in get_args(EvalSetting), f"evaluation {r.metric}: setting {r.setting!r} is not one of "
-                                                    f"{get_args(EvalSetting)}")
+            need(
+                r.setting in get_args(EvalSetting),
+                f"evaluation {r.metric}: setting {r.setting!r} is not one of {get_args(EvalSetting)}",
+            )
         need(bool(self.intended_use), "intended_use is missing")
         need(bool(self.limitations), "limitations is empty")
         need(bool(self.not_for_clinical_use), "not_for_clinical_use statement is missing")
@@ -175,12 +186,12 @@ class ModelCard:
     def add_results(self, results: Results, setting: str = "in-distribution", dataset: str = "") -> ModelCard:
         """Copy every metric (and per-group metric, as ``subgroups``) of a results.json into the card."""
         for name, m in results.metrics.items():
-            self.evaluation.append(EvaluationResult(name, m.value, list(m.ci) if m.ci else None, m.n, setting,
-                                                    dataset))
+            self.evaluation.append(EvaluationResult(name, m.value, list(m.ci) if m.ci else None, m.n, setting, dataset))
         for group, metrics in results.groups.items():
             for name, m in metrics.items():
-                self.evaluation.append(EvaluationResult(name, m.value, list(m.ci) if m.ci else None, m.n,
-                                                        "subgroups", dataset, group))
+                self.evaluation.append(
+                    EvaluationResult(name, m.value, list(m.ci) if m.ci else None, m.n, "subgroups", dataset, group)
+                )
         return self
 
     # -- rendering -----------------------------------------------------------------------------------------------
@@ -194,18 +205,34 @@ class ModelCard:
             return "—" if x in (None, "", []) else (f"{x:,}" if isinstance(x, int) else str(x))
 
         return [
-            ("Training data", [
-                ("Size", f"{v(d.size)} {d.unit}".strip()), ("Modalities", j(d.modalities)),
-                ("Body regions", j(d.body_regions)), ("Annotation", v(d.annotation)), ("Sources", j(d.sources)),
-                ("Sites", v(d.sites)), ("Licences", j(d.licences)), ("Synthetic", "yes" if d.synthetic else "no"),
-            ]),
-            ("Training paradigm", [
-                ("Paradigm", j(t.paradigm)), ("Objective", v(t.objective)), ("Architecture", v(t.architecture)),
-                ("Parameters", v(t.parameters)), ("Initialised from", v(t.base_model)), ("Steps", v(t.steps)),
-                ("Samples seen", v(t.samples_seen)), ("Device", v(t.device)),
-                ("Device hours", "—" if t.device_hours is None else f"{t.device_hours:.4f}"),
-                ("Precision", v(t.precision)),
-            ]),
+            (
+                "Training data",
+                [
+                    ("Size", f"{v(d.size)} {d.unit}".strip()),
+                    ("Modalities", j(d.modalities)),
+                    ("Body regions", j(d.body_regions)),
+                    ("Annotation", v(d.annotation)),
+                    ("Sources", j(d.sources)),
+                    ("Sites", v(d.sites)),
+                    ("Licences", j(d.licences)),
+                    ("Synthetic", "yes" if d.synthetic else "no"),
+                ],
+            ),
+            (
+                "Training paradigm",
+                [
+                    ("Paradigm", j(t.paradigm)),
+                    ("Objective", v(t.objective)),
+                    ("Architecture", v(t.architecture)),
+                    ("Parameters", v(t.parameters)),
+                    ("Initialised from", v(t.base_model)),
+                    ("Steps", v(t.steps)),
+                    ("Samples seen", v(t.samples_seen)),
+                    ("Device", v(t.device)),
+                    ("Device hours", "—" if t.device_hours is None else f"{t.device_hours:.4f}"),
+                    ("Precision", v(t.precision)),
+                ],
+            ),
             ("Capabilities", [("Supported", j(c.supported)), ("Inputs", v(c.inputs)), ("Outputs", v(c.outputs))]),
         ]
 
@@ -219,11 +246,23 @@ class ModelCard:
 
     def to_markdown(self) -> str:
         """Markdown with Hugging Face hub front matter (usable as the repo README.md)."""
-        front = {"library_name": "medfm", "license": self.license, "tags": ["medical-imaging", "radiology", self.method,
-                                                                           *self.training.paradigm]}
-        out = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "", f"# {self.name}", "",
-               f"> **Not for clinical use.** {self.not_for_clinical_use}", "",
-               f"Trained with medfm {self.medfm_version} (`medfm {self.method}`) on {self.created_at}.", ""]
+        front = {
+            "library_name": "medfm",
+            "license": self.license,
+            "tags": ["medical-imaging", "radiology", self.method, *self.training.paradigm],
+        }
+        out = [
+            "---",
+            yaml.safe_dump(front, sort_keys=False).strip(),
+            "---",
+            "",
+            f"# {self.name}",
+            "",
+            f"> **Not for clinical use.** {self.not_for_clinical_use}",
+            "",
+            f"Trained with medfm {self.medfm_version} (`medfm {self.method}`) on {self.created_at}.",
+            "",
+        ]
         for title, rows in self._rows():
             out += [f"## {title}", "", "| | |", "|---|---|"]
             out += [f"| {k} | {v} |" for k, v in rows]
@@ -243,8 +282,11 @@ class ModelCard:
         e = html.escape
         parts = [f"<p><strong>Not for clinical use.</strong> {e(self.not_for_clinical_use)}</p>"]
         for title, rows in self._rows():
-            parts.append(f"<h3>{e(title)}</h3><table>" + "".join(
-                f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows) + "</table>")
+            parts.append(
+                f"<h3>{e(title)}</h3><table>"
+                + "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows)
+                + "</table>"
+            )
         parts.append("<h3>Evaluation</h3>")
         if self.evaluation:
             head = "".join(f"<th>{h}</th>" for h in ("metric", "value", "95% CI", "n", "setting", "dataset", "group"))
@@ -252,8 +294,11 @@ class ModelCard:
             parts.append(f"<table><tr>{head}</tr>{body}</table>")
         else:
             parts.append("<p>Not evaluated yet.</p>")
-        parts.append(f"<h3>Intended use</h3><p>{e(self.intended_use or '—')}</p><h3>Limitations</h3><ul>"
-                     + "".join(f"<li>{e(x)}</li>" for x in self.limitations) + "</ul>")
+        parts.append(
+            f"<h3>Intended use</h3><p>{e(self.intended_use or '—')}</p><h3>Limitations</h3><ul>"
+            + "".join(f"<li>{e(x)}</li>" for x in self.limitations)
+            + "</ul>"
+        )
         return "".join(parts)
 
 

@@ -27,19 +27,25 @@ _MISSING = dataclasses.MISSING
 def option(
     default: Any = _MISSING,
     *,
-    help: str,  # noqa: A002 - mirrors argparse
+    help: str,
     default_factory: Any = _MISSING,
     positional: bool = False,
     choices: tuple[Any, ...] | None = None,
 ) -> Any:
-    """A documented config field. ``help`` is shown by ``--help``; ``positional`` makes it a CLI argument."""
-    meta = {"help": help, "positional": positional, "choices": choices}
+    """A documented config field. ``help`` is shown by ``--help``; ``positional`` makes it a CLI argument.
+
+    Without a default the option is *required*: it defaults to None so configs stay constructible, and
+    :func:`resolve` raises a UsageError naming it when no config source or flag set it.
+    """
+    meta = {"help": help, "positional": positional, "choices": choices, "required": False}
+    if default is _MISSING and default_factory is _MISSING:
+        default, meta["required"] = None, True
     if default_factory is not _MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 
-def section(cls: type, *, help: str) -> Any:  # noqa: A002
+def section(cls: type, *, help: str) -> Any:
     """A nested config section (a dataclass) addressed as ``--<name>.<field>`` on the command line."""
     return dataclasses.field(default_factory=cls, metadata={"help": help, "section": True})
 
@@ -114,9 +120,9 @@ def coerce(value: Any, tp: Any, name: str) -> Any:
     if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in {"none", "null", "~"}):
-            if type(None) in args:
-                return None
+        is_none = value is None or (isinstance(value, str) and value.lower() in {"none", "null", "~"})
+        if is_none and type(None) in args:
+            return None
         errors = []
         for arg in args:
             if arg is type(None):
@@ -299,11 +305,19 @@ def dump_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
 
 
-def resolve(
-    cls: type, sources: list[str], overrides: Mapping[str, Any], package: str | None = None
-) -> Any:
+def resolve(cls: type, sources: list[str], overrides: Mapping[str, Any], package: str | None = None) -> Any:
     """Defaults, then each ``--config`` source in order, then dotted overrides (strings from the CLI)."""
     cfg = cls()
     for spec in sources:
         cfg = merge(cfg, load_config_source(spec, package), where=spec)
-    return merge(cfg, dotted_to_nested(overrides), where="command line")
+    cfg = merge(cfg, dotted_to_nested(overrides), where="command line")
+    missing = [name for name, f, _tp in iter_options(cls) if f.metadata.get("required") and _get(cfg, name) is None]
+    if missing:
+        raise UsageError(f"missing required option(s): {', '.join('--' + m for m in missing)}")
+    return cfg
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg

@@ -103,13 +103,18 @@ def difference_ci(a: Sequence[float], b: Sequence[float], paired: bool = True, *
     n_resamples = kwargs.pop("n_resamples", 1000)
     level = kwargs.pop("level", 0.95)
     rng = np.random.default_rng(seed)
-    diffs = np.array([
-        rng.choice(a_arr, len(a_arr)).mean() - rng.choice(b_arr, len(b_arr)).mean() for _ in range(n_resamples)
-    ])
+    diffs = np.array(
+        [rng.choice(a_arr, len(a_arr)).mean() - rng.choice(b_arr, len(b_arr)).mean() for _ in range(n_resamples)]
+    )
     alpha = (1 - level) / 2
     lo, hi = np.quantile(diffs, [alpha, 1 - alpha])
-    return Metric(value=float(a_arr.mean() - b_arr.mean()), ci=(float(lo), float(hi)), n=len(a_arr) + len(b_arr),
-                  ci_level=level, **kwargs)
+    return Metric(
+        value=float(a_arr.mean() - b_arr.mean()),
+        ci=(float(lo), float(hi)),
+        n=len(a_arr) + len(b_arr),
+        ci_level=level,
+        **kwargs,
+    )
 
 
 # -- classification (scikit-learn) -------------------------------------------------------------------------------------

@@ -108,9 +108,9 @@ class Report:
             cols += [c for c in r if c not in cols]
         head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
         body = "".join(
-            "<tr>" + "".join(
-                f"<td class='{'num' if _is_num(r.get(c)) else ''}'>{_fmt(r.get(c, ''))}</td>" for c in cols
-            ) + "</tr>"
+            "<tr>"
+            + "".join(f"<td class='{'num' if _is_num(r.get(c)) else ''}'>{_fmt(r.get(c, ''))}</td>" for c in cols)
+            + "</tr>"
             for r in rows[:max_rows]
         )
         more = f"<p class='muted'>{len(rows) - max_rows} more rows not shown</p>" if len(rows) > max_rows else ""
@@ -125,14 +125,16 @@ class Report:
         else:
             png = figure_png(figure)
         cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
-        return self.add_html(heading, f"<figure><img alt='{html.escape(heading)}' src='{png_data_uri(png)}'>{cap}"
-                                      "</figure>")
+        return self.add_html(
+            heading, f"<figure><img alt='{html.escape(heading)}' src='{png_data_uri(png)}'>{cap}</figure>"
+        )
 
     def add_links(self, heading: str, links: list[tuple[str, str, str]]) -> Report:
         """``links``: (label, href relative to the report, status text)."""
         items = "".join(
             f"<tr><td><a href='{html.escape(href)}'>{html.escape(label)}</a></td><td>{html.escape(status)}</td></tr>"
-            if href else f"<tr><td>{html.escape(label)}</td><td>{html.escape(status)}</td></tr>"
+            if href
+            else f"<tr><td>{html.escape(label)}</td><td>{html.escape(status)}</td></tr>"
             for label, href, status in links
         )
         return self.add_html(heading, f"<table><tr><th>part</th><th>status</th></tr>{items}</table>")

@@ -33,9 +33,27 @@ T = TypeVar("T")
 
 # Packages whose versions go into env.json and `medfm env` (read from metadata, never imported).
 TRACKED_PACKAGES = (
-    "medfm", "torch", "torchvision", "numpy", "scipy", "scikit-learn", "monai", "nibabel", "pydicom", "SimpleITK",
-    "transformers", "accelerate", "trl", "peft", "open_clip_torch", "timm", "diffusers", "faiss-cpu",
-    "sentence-transformers", "datasets", "gguf",
+    "medfm",
+    "torch",
+    "torchvision",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "monai",
+    "nibabel",
+    "pydicom",
+    "SimpleITK",
+    "transformers",
+    "accelerate",
+    "trl",
+    "peft",
+    "open_clip_torch",
+    "timm",
+    "diffusers",
+    "faiss-cpu",
+    "sentence-transformers",
+    "datasets",
+    "gguf",
 )
 
 
@@ -56,8 +74,13 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
