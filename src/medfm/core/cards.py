@@ -319,3 +319,56 @@ def load_card(directory: Any) -> ModelCard:
 def count_parameters(model: Any) -> int:
     """Number of parameters of an ``nn.Module``."""
     return int(sum(p.numel() for p in model.parameters()))
+
+
+def card_from_run(
+    run_dir: Any,
+    *,
+    name: str,
+    method: str,
+    data: TrainingData,
+    training: Training,
+    capabilities: Capabilities,
+    intended_use: str,
+    limitations: list[str],
+    model: Any = None,
+    seconds: float | None = None,
+    n_devices: int = 1,
+    setting: str = "in-distribution",
+) -> ModelCard:
+    """A card filled from what the run knows: config.yaml, env.json's device, results.json, the model.
+
+    Args:
+        run_dir: the run directory (``Run.dir``).
+        model: the trained ``nn.Module``; its parameter count fills ``training.parameters``.
+        seconds: wall-clock training time; with ``n_devices`` it fills ``training.device_hours``.
+        setting: evaluation setting of the run's results.json metrics.
+    """
+    import json
+    from pathlib import Path
+
+    run_dir = Path(run_dir)
+    if model is not None and training.parameters is None:
+        training.parameters = count_parameters(model)
+    if seconds is not None and training.device_hours is None:
+        training.device_hours = seconds * n_devices / 3600.0
+    env_path = run_dir / "env.json"
+    if env_path.is_file() and not training.device:
+        training.device = json.loads(env_path.read_text()).get("device", {}).get("default_device", "")
+    cfg_path = run_dir / "config.yaml"
+    if cfg_path.is_file() and not training.config:
+        training.config = yaml.safe_load(cfg_path.read_text()) or {}
+    card = ModelCard(
+        name=name,
+        method=method,
+        data=data,
+        training=training,
+        capabilities=capabilities,
+        intended_use=intended_use,
+        limitations=limitations,
+        run_dir=str(run_dir),
+    )
+    results_path = run_dir / "results.json"
+    if results_path.is_file():
+        card.add_results(Results.load(results_path), setting=setting)
+    return card
