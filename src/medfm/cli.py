@@ -82,7 +82,10 @@ def group_help(group: Group) -> str:
 
 
 def _bool_options(cls: type) -> set[str]:
-    return {name for name, _f, tp in cfgmod.iter_options(cls) if tp is bool}
+    """Dotted names of options typed ``bool`` or ``bool | None`` (a bare flag means true)."""
+    import typing
+
+    return {name for name, _f, tp in cfgmod.iter_options(cls) if tp is bool or bool in typing.get_args(tp)}
 
 
 def _expand_bool_flags(args: list[str], bools: set[str]) -> list[str]:
