@@ -1,0 +1,1 @@
+"""Presets (``configs/*.yaml``) of the downstream verbs ``segment``, ``finetune`` and ``probe``."""

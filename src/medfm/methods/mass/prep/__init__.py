@@ -1,0 +1,1 @@
+"""Presets (``configs/*.yaml``) of ``medfm mass prepare``."""
