@@ -1,0 +1,91 @@
+"""Torch-free configuration of ``medfm srrg`` verbs (presets in ``configs/*.yaml``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from medfm.core.config import CommonOptions, option
+
+
+@dataclass
+class SourcesOptions:
+    """Where labelled report text comes from (all offline)."""
+
+    sources: list[str] = option(default_factory=lambda: ["phantom", "radlabels", "iu"],
+                                help="Training sources: phantom, radlabels, iu, file (comma-separated).")  # fmt: skip
+    labelled_file: str | None = option(None, help="JSONL/CSV with columns text and labels ('Edema (Absent); ...').")
+    phantom_n: int = option(400, help="Number of CXR phantom reports for training.")
+    phantom_seed: int = option(1, help="Seed of the training phantoms (evaluation uses eval_phantom_seed).")
+    radlabels_train_fraction: float = option(0.5, help="Fraction of radlabels reports used for training; the "
+                                             "rest is held out for evaluation.")  # fmt: skip
+    iu_limit: int | None = option(None, help="Use at most this many IU reports for silver sentences.")
+
+
+@dataclass
+class PrepareConfig(CommonOptions, SourcesOptions):
+    """``medfm srrg prepare``: build the sentence-level training set (sentences.jsonl)."""
+
+
+@dataclass
+class TrainConfig(CommonOptions, SourcesOptions):
+    """``medfm srrg train``: fine-tune the finding classifier (SRR-BERT) multi-label."""
+
+    data: str | None = option(None, help="sentences.jsonl from 'medfm srrg prepare'; default: build from sources.")
+    base: str = option("minilm", help="Encoder: minilm (offline MiniLM), a local folder or hf-hub:org/name "
+                       "(e.g. hf-hub:microsoft/BiomedVLP-CXR-BERT-general).")  # fmt: skip
+    steps: int = option(300, help="Optimizer steps.")
+    batch_size: int = option(32, help="Sentences per step.")
+    lr: float = option(1e-4, help="Encoder learning rate (AdamW).")
+    head_lr: float = option(3e-3, help="Classification-head learning rate.")
+    max_length: int = option(48, help="Tokens per sentence.")
+    grad_accum: int = option(1, help="Gradient accumulation steps.")
+    mixed_precision: str = option("no", help="Accelerate mixed precision.", choices=("no", "fp16", "bf16"))
+    save_every: int = option(100, help="Checkpoint every N steps into <run>/checkpoints/last.")
+    threshold: float = option(0.5, help="Sigmoid threshold per label.")
+    eval_phantom_n: int = option(200, help="Held-out phantom reports for the evaluation after training.")
+    eval_phantom_seed: int = option(1001, help="Seed of the held-out phantoms.")
+
+
+@dataclass
+class EvaluateConfig(CommonOptions):
+    """``medfm srrg evaluate``: classifier F1 on held-out gold labels, against the lexicon baseline."""
+
+    classifier: str = option("lexicon", help="Model directory from 'medfm srrg train', or lexicon.")
+    eval_phantom_n: int = option(200, help="Held-out phantom reports.")
+    eval_phantom_seed: int = option(1001, help="Seed of the held-out phantoms.")
+    radlabels_train_fraction: float = option(0.5, help="radlabels reports after this fraction are evaluated.")
+    radlabels_limit: int | None = option(None, help="Evaluate at most this many held-out radlabels reports.")
+    compare_lexicon: bool = option(True, help="Also score the lexicon baseline on the same data.")
+
+
+@dataclass
+class StructureConfig(CommonOptions):
+    """``medfm srrg structure``: free-text reports -> structured reports."""
+
+    input: str = option("iu", help="iu (the IU reports), a .txt report, or a .jsonl/.csv with a 'report' column "
+                        "(optional 'id').")  # fmt: skip
+    structurer: str = option("offline", help="offline (no LLM) or llm (through --backend).", choices=("offline", "llm"))
+    backend: str | None = option(None, help="Chat backend spec for --structurer llm (see medfm.backends).")
+    max_repairs: int = option(2, help="Repair requests after an invalid LLM answer.")
+    classifier: str = option("lexicon", help="Finding classifier (lexicon or a model directory) used for organ "
+                             "assignment and content preservation.")  # fmt: skip
+
+
+@dataclass
+class ScoreConfig(CommonOptions):
+    """``medfm srrg score``: F1-SRR-BERT (all variants), BLEU and ROUGE-L of candidates vs references."""
+
+    input: str = option(help="JSONL/CSV with columns 'reference' and 'candidate' (one report section per row).",
+                        positional=True)  # fmt: skip
+    section: str = option("impression", help="Section the texts hold.", choices=("impression", "findings"))
+    classifier: str = option("lexicon", help="Finding classifier: a model directory or lexicon.")
+    spaces: list[str] = option(default_factory=lambda: ["leaves", "upper", "leaves_with_statuses",
+                                                        "upper_with_statuses"], help="Label spaces to report.")  # fmt: skip
+    bootstrap: int = option(200, help="Bootstrap resamples for the CIs of the per-report means.")
+
+
+@dataclass
+class ReportConfig:
+    """``medfm srrg report``: re-render report.html of a finished run."""
+
+    run_dir: str = option(help="Run directory holding results.json.", positional=True)
