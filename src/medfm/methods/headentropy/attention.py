@@ -1,0 +1,237 @@
+"""Per-row attention statistics computed inside the forward pass (Head Entropy, arXiv 2602.13699).
+
+For every layer l, head h and query row i of one causal forward pass this module accumulates, without ever
+holding the ``(L, H, T, T)`` attention stack:
+
+* ``sumsq[l, h, i] = sum_j a_{l,h,i,j}^2`` over all key positions j <= i (the "spread" of the row);
+  2-Rényi entropy ``H2 = -log sumsq`` (paper v1) and the trace of the softmax Jacobian ``1 - sumsq`` (repo);
+* ``ctx_mass[l, h, i] = sum_{j < c} a_{l,h,i,j}``: attention mass on the first ``c`` keys (the prompt), for the
+  Lookback-Lens ratio baseline;
+* ``diag[l, h, i] = a_{l,h,i,i}``: the diagonal (eigenvalues of the lower-triangular attention matrix), for the
+  LLM-Check attention score baseline.
+
+It works by registering an attention function ``medfm_rowstats`` with transformers' ``AttentionInterface``
+(with the eager mask). The function is eager attention computed in blocks of query rows, so the transient
+memory is ``(B, H, block, T)`` and the stored statistics are ``3 x (L, B, H, T)``: O(L*H*T), not O(L*H*T^2).
+Pure reference functions over full attention maps (:func:`row_sumsq_reference` ...) are kept for tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+IMPL_NAME = "medfm_rowstats"
+_ACTIVE: contextvars.ContextVar[RowStatsCollector | None] = contextvars.ContextVar("medfm_rowstats", default=None)
+_REGISTERED = False
+
+
+@dataclass
+class RowStatsCollector:
+    """Buffers the per-row statistics of one forward pass.
+
+    Args:
+        num_layers: L.
+        context_end: per batch item, the number of leading key positions that count as "context" for
+            ``ctx_mass`` (the prompt up to the assistant turn); None disables ``ctx_mass``.
+        query_block: query rows per block of the chunked attention (bounds the transient memory).
+
+    Attributes (filled by the forward pass, float32 on the model's device, layout ``(L, B, H, T)``):
+        sumsq, ctx_mass, diag.
+    """
+
+    num_layers: int
+    context_end: Sequence[int] | None = None
+    query_block: int = 128
+    sumsq: Any = None
+    ctx_mass: Any = None
+    diag: Any = None
+
+    def _alloc(self, batch: int, heads: int, length: int, device: Any) -> None:
+        import torch
+
+        shape = (self.num_layers, batch, heads, length)
+        self.sumsq = torch.zeros(shape, dtype=torch.float32, device=device)
+        self.ctx_mass = torch.zeros(shape, dtype=torch.float32, device=device)
+        self.diag = torch.zeros(shape, dtype=torch.float32, device=device)
+
+    def record(self, layer: int, start: int, probs: Any, key_offset: int) -> None:
+        """Add the statistics of attention probabilities ``probs`` ``(B, H, q, K)`` for query rows ``start..``."""
+        import torch
+
+        _, _, q, k = probs.shape
+        rows = slice(key_offset + start, key_offset + start + q)
+        self.sumsq[layer, :, :, rows] = (probs * probs).sum(-1)
+        if self.context_end is not None:
+            ends = torch.as_tensor(list(self.context_end), device=probs.device)
+            keep = (torch.arange(k, device=probs.device)[None, :] < ends[:, None]).to(probs.dtype)  # (B, K)
+            self.ctx_mass[layer, :, :, rows] = (probs * keep[:, None, None, :]).sum(-1)
+        qi = torch.arange(q, device=probs.device) + key_offset + start
+        self.diag[layer, :, :, rows] = probs[:, :, torch.arange(q, device=probs.device), qi]
+
+
+def rowstats_attention(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[Any, None]:
+    """Eager attention in blocks of query rows that records per-row statistics when a collector is active.
+
+    Args:
+        module: the attention module (``layer_idx`` and ``num_key_value_groups`` are read from it).
+        query: ``(B, H, Tq, D)``. key, value: ``(B, H_kv, Tk, D)``.
+        attention_mask: additive float mask ``(B, 1, Tq, Tk)`` (eager mask) or None.
+        scaling: softmax temperature applied to ``q k^T``.
+
+    Returns:
+        ``(output (B, Tq, H, D), None)``: the same output as eager attention; no weights are returned.
+    """
+    import torch
+    from torch import nn
+
+    groups = getattr(module, "num_key_value_groups", 1)
+    if groups > 1:
+        key = key.repeat_interleave(groups, dim=1)
+        value = value.repeat_interleave(groups, dim=1)
+    collector = _ACTIVE.get()
+    bsz, heads, tq, _ = query.shape
+    tk = key.shape[2]
+    offset = tk - tq  # > 0 when a KV cache holds earlier tokens
+    block = collector.query_block if collector is not None else 256
+    out = torch.empty(bsz, heads, tq, value.shape[-1], dtype=query.dtype, device=query.device)
+    key_t = key.transpose(2, 3)
+    for s in range(0, tq, block):
+        e = min(tq, s + block)
+        w = torch.matmul(query[:, :, s:e], key_t) * scaling
+        if attention_mask is not None:
+            w = w + attention_mask[:, :, s:e, :tk]
+        p = nn.functional.softmax(w, dim=-1, dtype=torch.float32)
+        if collector is not None:
+            layer = int(getattr(module, "layer_idx", 0))
+            if collector.sumsq is None:
+                collector._alloc(bsz, heads, tk, p.device)
+            collector.record(layer, s, p, offset)
+        p = nn.functional.dropout(p.to(query.dtype), p=dropout, training=module.training)
+        out[:, :, s:e] = torch.matmul(p, value)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def register() -> str:
+    """Register ``medfm_rowstats`` with transformers' attention and mask interfaces (idempotent)."""
+    global _REGISTERED
+    if not _REGISTERED:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
+
+        AttentionInterface.register(IMPL_NAME, rowstats_attention)
+        ALL_MASK_ATTENTION_FUNCTIONS.register(IMPL_NAME, eager_mask)
+        _REGISTERED = True
+    return IMPL_NAME
+
+
+@contextlib.contextmanager
+def use_rowstats(model: Any, collector: RowStatsCollector) -> Iterator[RowStatsCollector]:
+    """Run ``model`` with the row-statistics attention and ``collector`` active; restores the previous attention.
+
+    Raises:
+        UsageError: the model's architecture does not route attention through ``AttentionInterface``.
+    """
+    from medfm.core.errors import UsageError
+
+    register()
+    previous = getattr(model.config, "_attn_implementation", None)
+    if previous != IMPL_NAME:
+        try:
+            model.set_attn_implementation(IMPL_NAME)
+        except (ValueError, AttributeError) as exc:
+            raise UsageError(
+                f"model {type(model).__name__} cannot use a custom attention function ({exc}); "
+                "Head Entropy needs a transformers model built on AttentionInterface (Llama, Qwen, Gemma, ...)"
+            ) from None
+    token = _ACTIVE.set(collector)
+    try:
+        yield collector
+    finally:
+        _ACTIVE.reset(token)
+        if previous != IMPL_NAME and previous is not None:
+            model.set_attn_implementation(previous)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Span features (pure functions over the collected statistics)
+
+
+def span_mean(rows: Any, start: int, end: int) -> Any:
+    """Mean over query rows ``start..end-1`` of ``rows`` ``(L, H, T)``, flattened layer-major to ``(L*H,)``.
+
+    Raises:
+        ValueError: the span is empty.
+    """
+    if end <= start:
+        raise ValueError(f"empty span [{start}, {end})")
+    return rows[:, :, start:end].mean(-1).reshape(-1)
+
+
+def renyi2_rows(sumsq: Any) -> Any:
+    """2-Rényi entropy ``-log sum_j a_j^2`` (nats) of each row; input and output ``(L, H, T)``."""
+    return -sumsq.clamp_min(1e-30).log()
+
+
+def trace_jacobian_rows(sumsq: Any) -> Any:
+    """Trace of the softmax Jacobian ``1 - sum_j a_j^2`` of each row; input and output ``(L, H, T)``."""
+    return 1.0 - sumsq
+
+
+def lookback_ratio(ctx_mass: Any, start: int, end: int, context_end: int, length: int) -> Any:
+    """Lookback-Lens ratio per head as in the Head Entropy repo, averaged over query rows ``start..end-1``.
+
+    ``ctx = mass_{j<c} / c`` and ``new = mass_{j>=c} / (T - c)`` with the *constant* divisor ``T - c`` (the repo
+    averages over the full row slice including the masked future entries); ratio ``ctx / (ctx + new)``.
+
+    Args:
+        ctx_mass: ``(L, H, T)`` attention mass on the first ``context_end`` keys per row.
+        start, end: query rows of the span. context_end: c. length: T.
+
+    Returns:
+        ``(L*H,)`` layer-major.
+    """
+    c = max(1, int(context_end))
+    rest = max(1, int(length) - c)
+    mass = ctx_mass[:, :, start:end]
+    ctx = mass / c
+    new = (1.0 - mass) / rest
+    return (ctx / (ctx + new).clamp_min(1e-30)).mean(-1).reshape(-1)
+
+
+def llm_check_attention_score(diag: Any, start: int, end: int, layer_fraction: float = 0.8) -> float:
+    """LLM-Check attention score: per layer, sum over heads of ``mean_{i in span} log a_ii``, cumulated over
+    layers; the value at layer index ``floor(layer_fraction * L)``.
+
+    Args:
+        diag: ``(L, H, T)`` attention diagonal.
+    """
+    per_layer = diag[:, :, start:end].clamp_min(1e-30).log().mean(-1).sum(-1)  # (L,)
+    cum = per_layer.cumsum(0)
+    idx = min(len(cum) - 1, int(layer_fraction * len(cum)))
+    return float(cum[idx])
+
+
+# -- references over full attention maps (tests) -----------------------------------------------------------------------
+
+
+def row_sumsq_reference(attentions: Sequence[Any]) -> Any:
+    """``sum_j a^2`` per row from full attention maps: a list over layers of ``(H, T, T)``; returns ``(L, H, T)``."""
+    import torch
+
+    return torch.stack([(a.float() ** 2).sum(-1) for a in attentions])
