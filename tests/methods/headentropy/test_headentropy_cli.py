@@ -52,6 +52,7 @@ def test_fit_and_evaluate_cli_on_planted_features(tmp_path, capsys):
     probe = json.loads((tmp_path / "fit" / "checkpoints" / "probe.json").read_text())
     assert len(probe["coef"]) == 270
     assert (tmp_path / "fit" / "plots" / "heads_head_entropy.png").is_file()
+    assert main(["card", "validate", str(tmp_path / "fit" / "checkpoints")]) == 0  # the probe's model card
 
     out = tmp_path / "eval"
     assert main(["headentropy", "evaluate", "--features", f"{a},{b}", "--output_dir", str(out), "--bootstrap", "100",

@@ -179,12 +179,62 @@ def run_fit(cfg: Any) -> int:
         atomic_write_json(run.path("checkpoints", "probe.json"), doc)
         results.meta.update(scorer=scorer.name, domain=dom.name, probe=str(run.path("checkpoints", "probe.json")))
         run.save_results(results)
+        _write_probe_card(run, cfg, scorer, dom, probe)
         _plot_heads(run, {dom.name: probe}, scorer.name, cfg.features)
         from medfm.core.report import render_run_report
 
         render_run_report(run.dir, title=f"Head Entropy probe: {scorer.name} on {dom.name}")
         print(f"{scorer.name} on {dom.name}: held-out AUROC {results.metrics['auroc'].format()} -> {run.dir}")
     return 0
+
+
+def _write_probe_card(run: Run, cfg: Any, scorer: Any, dom: Any, probe: Any) -> None:
+    """Model card (README.md + card.json) beside checkpoints/probe.json, filled from the run."""
+    from medfm.core.cards import Capabilities, Training, TrainingData, card_from_run
+    from medfm.core.files import atomic_write_json, atomic_write_text
+
+    clf = probe[-1]
+    shape = _heads_shape(cfg.features)
+    heads = f" over {shape[0]} layers x {shape[1]} heads" if shape else ""
+    card = card_from_run(
+        run.dir,
+        name=f"headentropy-{scorer.name}-{dom.name}",
+        method=METHOD,
+        data=TrainingData(
+            size=len(dom.train),
+            unit="question-answer generations",
+            modalities=["text"],
+            annotation="automatic",
+            sources=[str(cfg.features)],
+            statistics={
+                "domain": dom.name,
+                "train_accuracy": float(dom.y[dom.train].mean()),
+                "test_items": len(dom.test),
+            },
+        ),
+        training=Training(
+            paradigm=["supervised"],
+            architecture=f"StandardScaler + L1 logistic regression{heads}",
+            objective=f"predict exact-match correctness from {scorer.feature} features (C={scorer.C})",
+            parameters=int(clf.coef_.size + clf.intercept_.size),
+            steps=int(max(clf.n_iter_)),
+            samples_seen=len(dom.train),
+            base_model="scratch",
+        ),
+        capabilities=Capabilities(
+            supported=["classification"],
+            inputs=f"{scorer.feature} feature vector",
+            outputs="probability that the model's answer is correct",
+        ),
+        intended_use="Research: flag likely-wrong answers of the LLM whose attentions produced the features.",
+        limitations=[
+            "Valid only for the LLM, prompt format and decoding settings the features were extracted with.",
+            "Labels are normalised exact match against gold aliases, which misses paraphrased answers.",
+        ],
+        setting="in-distribution",
+    )
+    atomic_write_json(run.path("checkpoints", "card.json"), card.to_json())
+    atomic_write_text(run.path("checkpoints", "README.md"), card.to_markdown())
 
 
 def _heads_shape(features_dir: str | Path) -> tuple[int, int] | None:
