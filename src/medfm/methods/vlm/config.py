@@ -1,0 +1,163 @@
+"""Configuration of ``medfm vlm`` verbs (torch-free; ``medfm vlm --help`` imports only this module).
+
+Presets in ``configs/*.yaml``: ``tiny`` (CPU tests and demo: random 1-layer LM with SmolLM2's tokenizer, 32 px
+images), ``small`` (SmolLM2-135M-Instruct with LoRA, 64 px images; slow on CPU) and ``paper`` (the LLaVA-1.5 recipe
+shape at scale: pretrained frozen SigLIP tower, full LM fine-tuning, bf16).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from medfm.core.config import CommonOptions, option, section
+
+DEFAULT_REPORT_PROMPT = "Write the findings and impression for this chest X-ray."
+DEFAULT_SYSTEM = "You are a helpful radiology assistant."
+
+
+@dataclass
+class VisionSpec:
+    """The image tower (a transformers vision model inside ``LlavaForConditionalGeneration``)."""
+
+    kind: str = option(
+        "siglip",
+        help="siglip: a SigLIP ViT built from the fields below, trained from scratch; hf: a pretrained "
+        "transformers vision model (CLIP/SigLIP vision tower or dual encoder) from --model.vision.path.",
+        choices=("siglip", "hf"),
+    )
+    path: str = option("", help="kind hf: a folder or hf-hub:org/name.")
+    image_size: int = option(64, help="Input side in pixels (images are resized to a square of this size).")
+    patch_size: int = option(8, help="ViT patch side in pixels; the LM sees (image_size/patch_size)^2 image tokens.")
+    hidden_size: int = option(128, help="ViT width.")
+    intermediate_size: int = option(256, help="ViT MLP width.")
+    num_layers: int = option(2, help="ViT depth.")
+    num_heads: int = option(4, help="ViT attention heads.")
+
+
+@dataclass
+class LMSpec:
+    """The causal language model."""
+
+    source: str = option(
+        "default",
+        help="default (SmolLM2-135M-Instruct from the offline GGUF asset), a model folder, a .gguf file, "
+        "hf-hub:org/name, or tiny (random 2-layer Llama with the SmolLM2 tokenizer, for tests).",
+    )
+    num_layers: int = option(
+        0, help="Keep only the first N decoder layers of a pretrained LM (0 = all; CPU experiments on a budget)."
+    )
+    tiny_hidden: int = option(64, help="Width of the tiny LM.")
+    tiny_layers: int = option(2, help="Depth of the tiny LM.")
+
+
+@dataclass
+class VLMSpec:
+    """How to build a fresh VLM (kept in the saved model's config as ``medfm_vlm``)."""
+
+    init: str = option("", help="Start from this saved VLM folder (or hf-hub:org/name) instead of building one.")
+    vision: VisionSpec = section(VisionSpec, help="Image tower.")
+    lm: LMSpec = section(LMSpec, help="Language model.")
+    system_prompt: str = option(DEFAULT_SYSTEM, help="System message of every conversation ('' for none).")
+    max_length: int = option(512, help="Longest prompt + answer in tokens; longer inputs are a clear error.")
+    max_images: int = option(1, help="Most images one conversation may hold.")
+
+
+@dataclass
+class DataOptions:
+    """Training / evaluation data: an image–report manifest and/or an image–question–answer manifest."""
+
+    reports: str | None = option(
+        None, help="Image–report manifest (CSV/JSONL: id, image, report, split, optional finding label columns)."
+    )
+    vqa: str | None = option(None, help="VQA manifest (CSV/JSONL: image, question, answer, optional split).")
+    split: str = option("train", help="Rows of this split are used (train, val, test or all).")
+    report_prompt: str = option(DEFAULT_REPORT_PROMPT, help="User instruction shown with each image for reports.")
+    report_section: str = option(
+        "full",
+        help="Target text: the full report, or only its IMPRESSION section (shorter; falls back to full).",
+        choices=("full", "impression"),
+    )
+
+
+@dataclass
+class EvalDataOptions(DataOptions):
+    """Held-out data: as :class:`DataOptions`, split ``test`` by default."""
+
+    split: str = option("test", help="Rows of this split are used (train, val, test or all).")
+
+
+@dataclass
+class TrainOptions:
+    """Supervised fine-tuning (next-token loss on the assistant answer only), Accelerate."""
+
+    steps: int = option(200, help="Optimizer steps.")
+    batch_size: int = option(8, help="Conversations per step (per device).")
+    grad_accum: int = option(1, help="Gradient accumulation steps (Accelerate).")
+    lr: float = option(1e-3, help="Learning rate of the projector and (trainable) tower.")
+    lm_lr: float = option(2e-4, help="Learning rate of the LM parameters (LoRA adapters or full weights).")
+    weight_decay: float = option(0.0, help="AdamW weight decay.")
+    warmup_steps: int = option(10, help="Linear warm-up steps, then cosine decay.")
+    freeze_tower: bool = option(False, help="Keep the image tower frozen (use with a pretrained tower).")
+    lm_mode: str = option(
+        "lora",
+        help="lora (peft adapters on the LM attention/MLP), full (all LM weights) or frozen.",
+        choices=("lora", "full", "frozen"),
+    )
+    lora_r: int = option(16, help="LoRA rank.")
+    lora_alpha: int = option(32, help="LoRA alpha.")
+    lora_dropout: float = option(0.0, help="LoRA dropout.")
+    mixed_precision: str = option("no", help="Accelerate mixed precision: no, fp16 or bf16.",
+                                  choices=("no", "fp16", "bf16"))  # fmt: skip
+    checkpoint_every: int = option(100, help="Save <run>/checkpoints/last every this many steps (resumable).")
+    log_every: int = option(10, help="Write metrics.jsonl every this many steps.")
+    blind_images: bool = option(
+        False, help="Replace every image by a constant grey one (text-only baseline under the same recipe)."
+    )
+    merge_lora: bool = option(True, help="Merge LoRA adapters into the LM before saving the final model.")
+
+
+@dataclass
+class GenerationOptions:
+    """Decoding."""
+
+    max_new_tokens: int = option(96, help="Most generated tokens per answer.")
+    batch_size: int = option(8, help="Conversations decoded together.")
+    use_cache: bool = option(True, help="Use the KV cache during decoding.")
+    temperature: float = option(0.0, help="0 = greedy; > 0 samples.")
+
+
+@dataclass
+class PrepareConfig(CommonOptions):
+    """Write a VQA manifest (yes/no questions per finding) from an image–report manifest with finding labels."""
+
+    reports: str = option(help="Image–report manifest with finding label columns (e.g. `medfm phantom cxr` output).")
+    findings: list[str] | None = option(None, help="Findings to ask about (default: those with a question template).")
+    per_image: int = option(2, help="Questions per image (balanced: one 'yes' when the image has a finding).")
+
+
+@dataclass
+class TrainConfig(CommonOptions):
+    """SFT of the VLM on image–report and/or image–question–answer manifests."""
+
+    model: VLMSpec = section(VLMSpec, help="Model to build or start from.")
+    data: DataOptions = section(DataOptions, help="Training manifests.")
+    train: TrainOptions = section(TrainOptions, help="Optimisation.")
+
+
+@dataclass
+class GenerateConfig(CommonOptions):
+    """Generate reports (or VQA answers) for the images of a manifest."""
+
+    model: str = option(help="Saved VLM folder (e.g. <run>/checkpoints/final) or hf-hub:org/name.")
+    data: DataOptions = section(DataOptions, help="Manifest to read (reports: generate reports; vqa: answer).")
+    generation: GenerationOptions = section(GenerationOptions, help="Decoding.")
+
+
+@dataclass
+class EvaluateConfig(CommonOptions):
+    """Finding-level F1 of generated reports against labels, SRR-BERT report F1, VQA exact-match accuracy."""
+
+    model: str = option(help="Saved VLM folder (e.g. <run>/checkpoints/final) or hf-hub:org/name.")
+    data: EvalDataOptions = section(EvalDataOptions, help="Held-out manifests (split test by default).")
+    generation: GenerationOptions = section(GenerationOptions, help="Decoding.")
+    bootstrap: int = option(1000, help="Bootstrap resamples for CIs (over images / questions).")
