@@ -109,7 +109,7 @@ def _expand_bool_flags(args: list[str], bools: set[str]) -> list[str]:
 
 def build_parser(prog: str, cmd: Command, cls: type) -> _Parser:
     """argparse parser for one verb: ``--config``, ``--print_config`` and one flag per config option."""
-    presets = cfgmod.list_presets(cmd.preset_package())
+    presets = cfgmod.applicable_presets(cmd.preset_package(), cls)
     epilog = f"presets: {', '.join(presets)}" if presets else None
     parser = _Parser(
         prog=prog,

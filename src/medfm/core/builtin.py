@@ -51,7 +51,7 @@ def run_list(cfg: ListConfig) -> int:
     import json
 
     from medfm import capabilities
-    from medfm.core.config import list_presets
+    from medfm.core.config import applicable_presets
 
     rows = []
     for cap in capabilities.all_capabilities():
@@ -60,7 +60,11 @@ def run_list(cfg: ListConfig) -> int:
             group = getattr(importlib.import_module(cap.module), capabilities.GROUP_ATTR.get(cap.name, "GROUP"))
             for cmd in group.commands:
                 entry["verbs"].append(
-                    {"name": cmd.name, "help": cmd.help, "presets": list_presets(cmd.preset_package())}
+                    {
+                        "name": cmd.name,
+                        "help": cmd.help,
+                        "presets": applicable_presets(cmd.preset_package(), cmd.config_class()),
+                    }
                 )
         rows.append(entry)
     if cfg.json:

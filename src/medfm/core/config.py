@@ -276,6 +276,18 @@ def list_presets(package: str | None) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder else []
 
 
+def applicable_presets(package: str | None, cls: type) -> list[str]:
+    """Presets of ``package`` whose every key is an option of ``cls`` (a group's verbs may share a folder)."""
+    names = []
+    for name in list_presets(package):
+        try:
+            merge(cls(), load_config_source(f"preset:{name}", package), where=name)
+        except UsageError:
+            continue
+        names.append(name)
+    return names
+
+
 def load_config_source(spec: str, package: str | None) -> dict[str, Any]:
     """Read ``preset:NAME`` (from ``package``'s configs/) or a YAML file path into a mapping."""
     if spec.startswith("preset:"):
@@ -309,7 +321,16 @@ def resolve(cls: type, sources: list[str], overrides: Mapping[str, Any], package
     """Defaults, then each ``--config`` source in order, then dotted overrides (strings from the CLI)."""
     cfg = cls()
     for spec in sources:
-        cfg = merge(cfg, load_config_source(spec, package), where=spec)
+        try:
+            cfg = merge(cfg, load_config_source(spec, package), where=spec)
+        except UsageError as exc:
+            if not spec.startswith("preset:") or "unknown option" not in str(exc):
+                raise
+            fitting = applicable_presets(package, cls)
+            raise UsageError(
+                f"{exc} — {spec} is meant for another verb of this command; presets for this verb: "
+                f"{', '.join(fitting) or 'none'}"
+            ) from None
     cfg = merge(cfg, dotted_to_nested(overrides), where="command line")
     missing = [name for name, f, _tp in iter_options(cls) if f.metadata.get("required") and _get(cfg, name) is None]
     if missing:
