@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 demo: setup
 	$(VENV)/bin/medfm demo
 
+# One pytest worker per core, one torch thread per worker: oversubscribed BLAS threads cost far more than they give.
 test: setup
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto
 
 bench: setup
 	$(PY) benchmarks/run_all.py

@@ -58,6 +58,7 @@ def train_classifier(
     seed: int = 0,
     device: str = "cpu",
     threshold: float = 0.5,
+    max_pos_weight: float = 20.0,
 ) -> TrainOutcome:
     """Fine-tune ``base`` on ``sentences`` and return the trained :class:`FindingClassifier`.
 
@@ -76,6 +77,7 @@ def train_classifier(
         seed: seed for the batch order and the head initialisation.
         device: ``cpu`` forces CPU; otherwise Accelerate picks the device.
         threshold: decision threshold stored with the model.
+        max_pos_weight: upper clip of the per-label positive weight (negatives / positives) in the BCE loss.
     """
     import torch
     from accelerate import Accelerator
@@ -90,7 +92,12 @@ def train_classifier(
     model, tok = load_encoder(base, len(LEAVES_WITH_STATUSES))
     texts = [s.text for s in sentences]
     targets = findings_matrix([s.findings for s in sentences], "leaves_with_statuses").astype(np.float32)
+    # Most of the 163 labels are rare: plain BCE learns "absent everywhere" within a short run. Weight each label's
+    # positives by its negative/positive ratio (clipped), the usual remedy for imbalanced multi-label training.
+    positives = targets.sum(axis=0)
+    pos_weight = np.clip((len(targets) - positives) / np.maximum(positives, 1.0), 1.0, max_pos_weight)
     acc = Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum)
+    pos_weight_t = torch.from_numpy(pos_weight.astype(np.float32)).to(acc.device)
     head = [p for n, p in model.named_parameters() if n.startswith("classifier")]
     body = [p for n, p in model.named_parameters() if not n.startswith("classifier")]
     opt = torch.optim.AdamW([{"params": body, "lr": lr}, {"params": head, "lr": head_lr}], weight_decay=weight_decay)
@@ -112,7 +119,7 @@ def train_classifier(
         y = torch.from_numpy(targets[idx]).to(acc.device)
         with acc.accumulate(model):
             logits = model(**enc).logits
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y, pos_weight=pos_weight_t)
             acc.backward(loss)
             opt.step()
             sched.step()
