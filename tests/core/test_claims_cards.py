@@ -36,7 +36,7 @@ def test_benchmark_file_and_readme_table(tmp_path):
         "toy",
         "python benchmarks/toy.py",
         [
-            claim("speed", "X is faster", "speedup", 3.0, threshold=1.0),
+            claim("speed", "X is faster", "speedup |a / b|", 3.0, threshold=1.0),
             claim("acc", "Y beats Z", "delta", -0.1, threshold=0.0, note="did not reproduce"),
         ],
         {"seconds": 1.5},
@@ -45,7 +45,11 @@ def test_benchmark_file_and_readme_table(tmp_path):
     assert {"method", "command", "commit", "machine", "created_at", "claims", "metrics"} <= set(doc)
     assert [c["holds"] for c in doc["claims"]] == [True, False]
     table = results_table(results)
-    assert "| toy | speed: speedup" in table and "**no**" in table and "python benchmarks/toy.py" in table
+    assert (
+        "| toy | speed: speedup \\|a / b\\| | X is faster |" in table
+        and "**no**" in table
+        and "python benchmarks/toy.py" in table
+    )
     readme = tmp_path / "README.md"
     readme.write_text(
         "a\n<!-- capabilities:start -->\nSTALE\n<!-- capabilities:end -->\n"

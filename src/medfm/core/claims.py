@@ -128,6 +128,11 @@ def _num(x: Any) -> str:
     return str(x)
 
 
+def _cell(text: object) -> str:
+    """Text safe inside a Markdown table cell: pipes escaped, on one line."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
 def results_table(results_dir: str | Path) -> str:
     """Markdown table of every claim in ``results_dir`` (one row per claim)."""
     docs = load_benchmarks(results_dir)
@@ -138,9 +143,9 @@ def results_table(results_dir: str | Path) -> str:
         for c in doc.get("claims", []):
             ci = f"[{_num(c['ci'][0])}, {_num(c['ci'][1])}]" if c.get("ci") else ""
             mark = "yes" if c.get("holds") else "**no**"
-            paper = str(c.get("paper", "")).replace("|", "/")
             lines.append(
-                f"| {doc['method']} | {c['id']}: {c['metric']} | {paper} | {_num(c.get('ours'))} | "
+                f"| {doc['method']} | {_cell(c['id'])}: {_cell(c['metric'])} | {_cell(c.get('paper', ''))} | "
+                f"{_num(c.get('ours'))} | "
                 f"{_num(c.get('baseline'))} | {ci} | {_num(c.get('n'))} | {mark} |"
             )
     cmds = sorted({f"`{d['command']}`" for d in docs if d.get("command")})
