@@ -198,8 +198,8 @@ def main() -> int:
         for a in domains
         for b in domains
         if a.name != b.name
-        and cell.get((a.name, b.name, "head_entropy"))
-        and cell.get((a.name, b.name, "lookback_ratio"))
+        and cell.get((a.name, b.name, "head_entropy"), {}).get("auroc") is not None
+        and cell.get((a.name, b.name, "lookback_ratio"), {}).get("auroc") is not None  # undefined on one-class splits
     ]
     claims.append(
         claim(
