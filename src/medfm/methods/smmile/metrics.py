@@ -71,11 +71,12 @@ def bootstrap_accuracy(scores: Sequence[float], n_resamples: int = 1000, seed: i
     n = len(s)
     if n == 0:
         return Summary(float("nan"), float("nan"), float("nan"), None, 0)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_resamples, n))
-    boots = s[idx].mean(axis=1) * 100
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return Summary(float(s.mean() * 100), float(boots.mean()), float(boots.std()), (float(lo), float(hi)), n)
+    from medfm.core.metrics import bootstrap_ci
+
+    point, ci, boots = bootstrap_ci(lambda x: float(x.mean() * 100), s, n_resamples=n_resamples, seed=seed)
+    if ci is None:  # a single instance: every resample is that instance
+        return Summary(point, point, 0.0, (point, point), n)
+    return Summary(point, float(boots.mean()), float(boots.std()), ci, n)
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float], n_resamples: int = 1000, seed: int = 42) -> Summary:
