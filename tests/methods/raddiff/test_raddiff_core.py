@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -56,19 +55,23 @@ def test_welch_matches_scipy_and_rank_order():
     assert "same" not in [r.text for r in kept]
 
 
-def test_ranking_speed_1000_by_10000():
+def test_ranking_1000_by_10000_matches_sklearn():
+    """Full-scale ranking is exact (its speed is measured side by side in benchmarks/raddiff.py)."""
+    from sklearn.metrics import roc_auc_score
+
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(10000, 64)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     txt = rng.normal(size=(1000, 64)).astype(np.float32)
     txt /= np.linalg.norm(txt, axis=1, keepdims=True)
     texts = [f"h{i}" for i in range(1000)]
-    rank_hypotheses(texts[:10], emb[:5000], emb[5000:], txt[:10])  # warm-up
-    t0 = time.process_time()  # CPU time: wall time is meaningless on a shared, overloaded CI box
     ranked = rank_hypotheses(texts, emb[:5000], emb[5000:], txt)
-    elapsed = time.process_time() - t0
     assert len(ranked) == 1000
-    assert elapsed < 1.5, f"ranking took {elapsed:.2f} s of CPU"  # ~0.6 s measured; slack for slower CPUs
+    assert [r.auroc for r in ranked] == sorted((r.auroc for r in ranked), reverse=True)
+    labels = np.r_[np.ones(5000), np.zeros(5000)]
+    for r in ranked[:3] + ranked[-3:]:
+        i = int(r.text[1:])
+        assert r.auroc == pytest.approx(roc_auc_score(labels, emb @ txt[i]), abs=1e-6)
 
 
 class _CountingEmbedder(Embedder):
