@@ -92,12 +92,15 @@ def test_stop_strings(hf_backend):
     assert "France" in full and cut == full[: full.index("France")]
 
 
-def test_dequantised_cache_folder_is_complete(hf_backend):
+def test_dequantised_cache_folder_is_complete(tmp_path):
     from medfm.backends.hf import dequantised_dir
     from medfm.data.assets import get_asset
 
-    d = dequantised_dir(get_asset("smollm2-135m-instruct-gguf").path())  # already built: returns at once
+    # A private cache root: the shared one may hold another pytest worker's conversion in progress.
+    gguf = get_asset("smollm2-135m-instruct-gguf").path()
+    d = dequantised_dir(gguf, root=tmp_path)
     names = {p.name for p in d.iterdir()}
     assert {"model.safetensors", "config.json", "medfm_source.json"} <= names
     assert "quantization_config" not in (d / "config.json").read_text()
-    assert not any(p.name.endswith(".tmp") for p in d.parent.iterdir())
+    assert [p.name for p in tmp_path.iterdir()] == [d.name]  # no temporary left behind
+    assert dequantised_dir(gguf, root=tmp_path) == d  # built once, then reused
