@@ -205,6 +205,9 @@ class HFBackend(Backend):
             self.model.to(self.device)
         self.model.eval()
         self.is_vlm = self.processor is not None
+        # a medfm VLM records how many images per conversation it was built for; other VLMs: no limit here
+        medfm_spec = getattr(self.model.config, "medfm_vlm", None) or {}
+        self.max_images = int(medfm_spec.get("max_images") or 0) if isinstance(medfm_spec, dict) else 0
         tok = self.tokenizer
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
@@ -294,9 +297,16 @@ class HFBackend(Backend):
         greedy: dict[int, list[int]] = {}
         sampled: list[int] = []
         for i, req in enumerate(requests):
+            n_images = sum(len(m.images) for m in req.messages)
             if req.has_images and not self.is_vlm:
                 out[i] = GenerationResponse.failed(
                     f"model {self.model_name} is text-only and cannot take images", self.model_name
+                )
+            elif self.max_images and n_images > self.max_images:
+                out[i] = GenerationResponse.failed(
+                    f"{n_images} images in one conversation but model {self.model_name} supports at most "
+                    f"{self.max_images} (build it with a larger --model.max_images)",
+                    self.model_name,
                 )
             elif req.temperature > 0 or req.output_attentions:
                 sampled.append(i)

@@ -105,6 +105,9 @@ def test_hf_backend_serves_the_saved_vlm(vlm, tmp_path):
     assert backend.capabilities.images
     r = backend.generate([GenerationRequest([ChatMessage("user", "Describe.", [str(img)])], max_tokens=3)])[0]
     assert r.error is None and r.usage.prompt_tokens > 4  # image placeholders are part of the prompt
+    two = GenerationRequest([ChatMessage("user", "Compare.", [str(img), str(img)])], max_tokens=3)
+    bad = backend.generate([two])[0]
+    assert bad.error is not None and "supports at most 1" in bad.error
 
 
 def test_pretrained_transformers_vision_tower_is_loaded(tmp_path):

@@ -7,8 +7,10 @@ Model (:mod:`.model`): ``LlavaForConditionalGeneration`` = image tower + 2-layer
 
 - ``build_vlm(spec: VLMSpec | None = None, dtype="float32", seed=None) -> (model, processor)``: a fresh model.
   ``VLMSpec`` (:mod:`.config`, torch-free) has ``vision`` (``VisionSpec``: ``kind="siglip"`` random-init ViT of
-  ``image_size``/``patch_size``/width/depth, or ``kind="hf"`` + ``path`` for any pretrained transformers
-  CLIP/SigLIP vision model), ``lm`` (``LMSpec``: ``source="default"`` = SmolLM2-135M-Instruct dequantised from
+  ``image_size``/``patch_size``/width/depth, ``kind="hf"`` + ``path`` for any pretrained transformers
+  CLIP/SigLIP vision model, or ``kind="chexficient"`` + ``path`` for a saved CheXficient ViT converted exactly
+  to a ``CLIPVisionModel`` by :mod:`.towers`; ``feature_select``/``feature_layer`` pick the tokens the LM sees),
+  ``lm`` (``LMSpec``: ``source="default"`` = SmolLM2-135M-Instruct dequantised from
   the offline GGUF via :mod:`medfm.backends.hf`; a folder, ``.gguf``, ``hf-hub:org/name``; or ``"tiny"`` =
   random 2-layer Llama with SmolLM2's tokenizer for tests), ``system_prompt``, ``max_length``, ``max_images``.
   The tokenizer gets an ``<image>`` special token and :data:`.model.CHAT_TEMPLATE` (ChatML that renders

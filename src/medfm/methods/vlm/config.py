@@ -22,16 +22,26 @@ class VisionSpec:
     kind: str = option(
         "siglip",
         help="siglip: a SigLIP ViT built from the fields below, trained from scratch; hf: a pretrained "
-        "transformers vision model (CLIP/SigLIP vision tower or dual encoder) from --model.vision.path.",
-        choices=("siglip", "hf"),
+        "transformers vision model (CLIP/SigLIP vision tower or dual encoder) from --model.vision.path; "
+        "chexficient: the ViT image tower of a saved CheXficient model (`medfm chexficient train` output), "
+        "converted to a CLIP vision tower with the same weights.",
+        choices=("siglip", "hf", "chexficient"),
     )
-    path: str = option("", help="kind hf: a folder or hf-hub:org/name.")
+    path: str = option("", help="kind hf: a folder or hf-hub:org/name; kind chexficient: a CheXficient model folder.")
     image_size: int = option(64, help="Input side in pixels (images are resized to a square of this size).")
     patch_size: int = option(8, help="ViT patch side in pixels; the LM sees (image_size/patch_size)^2 image tokens.")
     hidden_size: int = option(128, help="ViT width.")
     intermediate_size: int = option(256, help="ViT MLP width.")
     num_layers: int = option(2, help="ViT depth.")
     num_heads: int = option(4, help="ViT attention heads.")
+    feature_select: str = option(
+        "auto",
+        help="Which tower tokens the LM sees (LLaVA's vision_feature_select_strategy): full (all, CLS included) or "
+        "default (drop CLS). auto: full for siglip and chexficient towers (a CLIP-trained tower's summary lives in "
+        "its CLS token, which shallow towers need), default for hf towers with CLS (the LLaVA convention).",
+        choices=("auto", "full", "default"),
+    )
+    feature_layer: int = option(-1, help="Tower hidden state fed to the projector (-1 last, -2 penultimate, ...).")
 
 
 @dataclass

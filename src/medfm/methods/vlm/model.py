@@ -128,7 +128,7 @@ def _vision_config_and_weights(spec: VisionSpec) -> tuple[Any, Any, Any]:
 
         src = spec.path.split(":", 1)[1] if spec.path.startswith(("hf-hub:", "local-dir:")) else spec.path
         if not src:
-            raise UsageError("vision.kind hf needs --vision.path (a folder or hf-hub:org/name)")
+            raise UsageError("vision.kind hf needs --model.vision.path (a folder or hf-hub:org/name)")
         try:
             full = AutoConfig.from_pretrained(src)
             proc = AutoImageProcessor.from_pretrained(src)
@@ -144,7 +144,16 @@ def _vision_config_and_weights(spec: VisionSpec) -> tuple[Any, Any, Any]:
             tower.vision_model.load_state_dict(vision.state_dict())
             return vcfg, tower.state_dict(), proc
         return vcfg, model.state_dict(), proc
-    raise UsageError(f"vision.kind {spec.kind!r} is not one of siglip, hf")
+    if spec.kind == "chexficient":
+        from medfm.methods.vlm.towers import chexficient_tower
+
+        if not spec.path:
+            raise UsageError(
+                "vision.kind chexficient needs --model.vision.path (a saved CheXficient model folder, e.g. "
+                "<chexficient run>/checkpoints/final)"
+            )
+        return chexficient_tower(spec.path)
+    raise UsageError(f"vision.kind {spec.kind!r} is not one of siglip, hf, chexficient")
 
 
 def _num_image_tokens(vision_cfg: Any) -> int:
@@ -186,8 +195,12 @@ def build_vlm(spec: VLMSpec | None = None, dtype: str = "float32", seed: int | N
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     image_token_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
-    strategy = "default" if _has_cls(vcfg) else "full"
-    n_img = _num_image_tokens(vcfg)
+    strategy = spec.vision.feature_select
+    if strategy == "auto":
+        strategy = "default" if _has_cls(vcfg) and spec.vision.kind == "hf" else "full"
+    if strategy == "default" and not _has_cls(vcfg):
+        raise UsageError("vision.feature_select default drops a CLS token this tower does not have; use full")
+    n_img = _num_image_tokens(vcfg) + (1 if _has_cls(vcfg) and strategy == "full" else 0)
     config = LlavaConfig(
         vision_config=vcfg,
         text_config=lm.config,
@@ -195,7 +208,7 @@ def build_vlm(spec: VLMSpec | None = None, dtype: str = "float32", seed: int | N
         image_seq_length=n_img,
         projector_hidden_act="gelu",
         vision_feature_select_strategy=strategy,
-        vision_feature_layer=-1,
+        vision_feature_layer=int(spec.vision.feature_layer),
         tie_word_embeddings=bool(getattr(lm.config, "tie_word_embeddings", False)),
     )
     model = LlavaForConditionalGeneration(config).to(torch_dtype)
@@ -224,7 +237,7 @@ def build_vlm(spec: VLMSpec | None = None, dtype: str = "float32", seed: int | N
         vision_feature_select_strategy=strategy,
         chat_template=template,
         image_token=IMAGE_TOKEN,
-        num_additional_image_tokens=1 if strategy == "default" else 0,
+        num_additional_image_tokens=1 if _has_cls(vcfg) else 0,
     )
     model.config.medfm_vlm = to_dict(spec)
     log.info(

@@ -96,6 +96,10 @@ def _card(
             prevalence[f] = sum(present(ex.labels.get(f)) for ex in reports) / len(reports)
     synthetic = any("phantom" in str(s).lower() or "cxr" in str(s).lower() for s in sources)
     lm = spec.lm.source if not spec.init else f"{spec.init} ({spec.lm.source})"
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    vcfg = base.config.vision_config  # the built tower's geometry (kind hf/chexficient: not the spec's fields)
+    size, patch = int(vcfg.image_size), int(vcfg.patch_size)
+    tower = spec.vision.kind + (f" ({spec.vision.path})" if spec.vision.kind != "siglip" else "")
     return card_from_run(
         run.dir,
         name=f"medfm-vlm-{Path(run.dir).name}",
@@ -113,9 +117,8 @@ def _card(
         training=Training(
             paradigm=["supervised", "vision-language-alignment"],
             objective="next-token cross-entropy on the assistant answer (reports / VQA answers)",
-            architecture=f"LLaVA: {spec.vision.kind} image tower ({spec.vision.image_size}px, patch "
-            f"{spec.vision.patch_size}) + 2-layer GELU projector + causal LM ({lm}); LM mode {cfg.train.lm_mode}"
-            f"{', tower frozen' if cfg.train.freeze_tower else ''}",
+            architecture=f"LLaVA: {tower} image tower ({size}px, patch {patch}) + 2-layer GELU projector + causal "
+            f"LM ({lm}); LM mode {cfg.train.lm_mode}{', tower frozen' if cfg.train.freeze_tower else ''}",
             base_model=lm if lm != "tiny" else "scratch",
             steps=cfg.train.steps,
             samples_seen=out["samples_seen"],
@@ -130,8 +133,7 @@ def _card(
         "small, fully local VLM.",
         limitations=[
             "Trained on the data listed (synthetic phantoms by default); not validated on real radiographs.",
-            f"Images are resized to {spec.vision.image_size}x{spec.vision.image_size}; at most {spec.max_images} "
-            "image(s) per conversation.",
+            f"Images are resized to {size}x{size}; at most {spec.max_images} image(s) per conversation.",
             "Generated reports can omit or invent findings.",
         ],
         model=model,
