@@ -95,3 +95,39 @@ def test_real_smollm2_text_only_call(problem_dir):
     recs = run_instances(inst, lm, opts)
     assert len(recs) == 2 and all(r["error"] is None and r["full_response"] for r in recs)
     assert all(r["em"] in (0.0, 1.0) for r in recs)
+
+
+def test_run_with_a_saved_medfm_vlm_sees_every_example_image(problem_dir, tmp_path):
+    """`medfm smmile run --backend hf:<saved VLM>`: multimodal ICL requests (one image per example + the query)
+    reach the VLM; a VLM built for fewer images gets per-item errors that are counted, not dropped."""
+    import torch
+
+    from medfm.methods.smmile.conditions import expand
+    from medfm.methods.smmile.data import load_problems
+    from medfm.methods.smmile.harness import HarnessOptions, build_request
+    from medfm.methods.vlm.config import LMSpec, VisionSpec, VLMSpec
+    from medfm.methods.vlm.model import build_vlm, save_vlm
+
+    def saved(max_images: int, name: str):
+        spec = VLMSpec(vision=VisionSpec(image_size=48, patch_size=16, hidden_size=32, intermediate_size=64,
+                                         num_layers=1, num_heads=2),
+                       lm=LMSpec(source="tiny", tiny_hidden=32, tiny_layers=1), system_prompt="",
+                       max_images=max_images, max_length=2048)  # fmt: skip
+        torch.manual_seed(0)
+        return save_vlm(*build_vlm(spec, seed=0), tmp_path / name)
+
+    problems = load_problems(problem_dir).problems
+    inst, _ = expand(problems[:1], "icl")
+    req, _ = build_request(inst[0], HarnessOptions())
+    assert sum(len(m.images) for m in req.messages) == len(problems[0].rows)  # examples + query, each with its image
+
+    ok, small = saved(16, "vlm16"), saved(1, "vlm1")
+    common = ["--data", str(problem_dir), "--conditions", "zero_shot,icl", "--tasks", "open", "--max_tokens", "4",
+              "--judge", "contains"]  # fmt: skip
+    assert main(["smmile", "run", "--backend", f"hf:{ok}", "--output_dir", str(tmp_path / "r16"), *common]) == 0
+    res = json.loads((tmp_path / "r16" / "results.json").read_text())["metrics"]
+    assert res["icl/open/em"]["n"] == len(problems) and "failed" not in res["icl/open/em"].get("note", "")
+    assert main(["smmile", "run", "--backend", f"hf:{small}", "--output_dir", str(tmp_path / "r1"), *common]) == 0
+    res1 = json.loads((tmp_path / "r1" / "results.json").read_text())["metrics"]
+    assert res1["icl/open/em"]["value"] == 0.0 and f"{len(problems)} failed calls" in res1["icl/open/em"]["note"]
+    assert "failed" not in res1["zero_shot/open/em"].get("note", "")  # one image: within the limit
