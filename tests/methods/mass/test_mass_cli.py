@@ -52,6 +52,10 @@ def test_pretrain_card_validates_and_resume(runs, capsys):
     assert main(args) == 0
     steps = [json.loads(line)["step"] for line in (root / "pre" / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps))
+    log_lines = (root / "pre" / "log.txt").read_text().splitlines()
+    assert any("resumed pretraining" in line and line.endswith("at step 2") for line in log_lines)
+    res = json.loads((root / "pre" / "results.json").read_text())
+    assert res["metrics"]["steps_per_second"]["n"] == 1  # the rate counts only the step this invocation ran
 
 
 def test_downstream_verbs(runs):
@@ -68,6 +72,12 @@ def test_downstream_verbs(runs):
                  "--test.phantom_n", "1", "--steps", "2", "--eval.structures", "liver",
                  "--output_dir", str(root / "ft")]) == 0  # fmt: skip
     assert main(["card", "validate", str(root / "ft" / "checkpoints" / "final")]) == 0
+    from medfm.core.hub import from_pretrained
+    from medfm.methods.mass.incontext import PromptedIris
+
+    tuned = from_pretrained(root / "ft" / "checkpoints" / "final")  # the saved fine-tuned model loads back whole
+    assert isinstance(tuned, PromptedIris) and list(tuned.structures) == ["liver"]
+    assert [p.shape[0] for p in tuned.prompts] == [1, 1]
     assert main(["mass", "probe", *common, *SMALL, *_with("test"), "--data.phantom_first", "0",
                  "--data.phantom_n", "6", "--test.phantom_first", "6", "--test.phantom_n", "6",
                  "--target", "metadata:tumour", "--steps", "5", "--output_dir", str(root / "probe")]) == 0  # fmt: skip

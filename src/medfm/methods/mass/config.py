@@ -1,7 +1,8 @@
 """Configuration of ``medfm mass`` verbs (torch-free; ``medfm mass --help`` imports only this module).
 
-Presets live in ``configs/*.yaml``: ``tiny`` (CPU tests and demo, 32^3 crops), ``small`` (CPU benchmark, 32^3
-crops, more steps) and ``paper`` (the released MASS configuration: 120 M parameters, 128^3 crops, K=13).
+Presets live in ``configs/*.yaml`` (pretrain), ``prep/configs`` (prepare) and ``downstream/configs`` (segment,
+finetune, probe): ``tiny`` (CPU tests, demo and benchmark, 32^3 crops) and ``paper`` (the released MASS
+configuration: 120 M parameters, 128^3 crops, K=13).
 """
 
 from __future__ import annotations

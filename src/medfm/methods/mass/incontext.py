@@ -134,12 +134,17 @@ def evaluate(model: IrisNet, tokens: list[torch.Tensor], targets: list[Case], st
 
 
 class PromptedIris(nn.Module):
-    """An :class:`IrisNet` plus one learnable prompt ``(S, T, C)`` per prior stage (initialised from tokens)."""
+    """An :class:`IrisNet` plus one learnable prompt ``(S, T, C)`` per prior stage (initialised from tokens).
 
-    def __init__(self, model: IrisNet, tokens: list[torch.Tensor]):
+    Saved as a model directory whose weights are ``model.*`` and ``prompts.<stage>``, and whose config holds the
+    IrisNet constructor arguments plus ``structures`` (name -> label value, in prompt order).
+    """
+
+    def __init__(self, model: IrisNet, tokens: list[torch.Tensor], structures: dict[str, int] | None = None):
         super().__init__()
         self.model = model
         self.prompts = nn.ParameterList(nn.Parameter(t[0].detach().clone()) for t in tokens)
+        self.structures = dict(structures or {})
 
     def tokens(self) -> list[torch.Tensor]:
         return [p.unsqueeze(0) for p in self.prompts]
@@ -147,15 +152,48 @@ class PromptedIris(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.segment(x, self.tokens())
 
+    def save_pretrained(self, directory: Any, card: Any = None) -> Any:
+        from medfm.core.hub import save_pretrained
+
+        config = {"medfm_class": f"{__name__}:PromptedIris", **self.model.init_kwargs, "structures": self.structures}
+        return save_pretrained(directory, self.state_dict(), config, card=card)
+
+    @classmethod
+    def from_pretrained(cls, source: Any, device: str = "cpu") -> PromptedIris:
+        from medfm.core.errors import DataError
+        from medfm.core.hub import load_config, load_state_dict
+
+        config = load_config(source)
+        structures = config.pop("structures", None) or {}
+        config.pop("medfm_class", None)
+        model = IrisNet(**config)
+        state = load_state_dict(source, device=device)
+        missing = [f"prompts.{i}" for i in range(model.num_prior_stage) if f"prompts.{i}" not in state]
+        if missing:
+            raise DataError(f"{source}: no {', '.join(missing)} in the weights; not a fine-tuned MASS model")
+        out = cls(model, [state[f"prompts.{i}"][None] for i in range(model.num_prior_stage)], structures)
+        out.load_state_dict(state, strict=True)
+        return out.to(device).eval()
+
+
+def foreground_voxels(case: Case, structures: dict[str, int]) -> dict[int, np.ndarray]:
+    """Flat (C-order) indices of each structure's voxels in ``case.label``, keyed by label value."""
+    return {v: np.flatnonzero(case.label == v) for v in structures.values()}
+
 
 def sample_training_crop(case: Case, structures: dict[str, int], crop: int, fg_prob: float,
-                         rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """(image (1, c, c, c), one-hot targets (S, c, c, c)); centred on a random structure voxel with prob fg_prob."""
+                         rng: np.random.Generator, fg: dict[int, np.ndarray] | None = None,
+                         ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(image (1, c, c, c), one-hot targets (S, c, c, c)); centred on a random structure voxel with prob fg_prob.
+
+    ``fg``: :func:`foreground_voxels` of ``case``, computed once per case by callers that sample it repeatedly.
+    """
     shape = case.image.shape
-    present = [v for v in structures.values() if (case.label == v).any()]
+    fg = foreground_voxels(case, structures) if fg is None else fg
+    present = [v for v in structures.values() if len(fg[v])]
     if present and rng.random() < fg_prob:
-        vox = np.argwhere(case.label == present[int(rng.integers(0, len(present)))])
-        centre = vox[int(rng.integers(0, len(vox)))]
+        vox = fg[present[int(rng.integers(0, len(present)))]]
+        centre = np.array(np.unravel_index(vox[int(rng.integers(0, len(vox)))], shape))
         sl = centre_crop_bounds(centre, shape, crop)
     else:
         sl = tuple(slice(s0, s0 + crop) for s0 in (int(rng.integers(0, n - crop + 1)) for n in shape))
@@ -186,7 +224,7 @@ def finetune(model: IrisNet, train_cases: list[Case], structures: dict[str, int]
                 f"{c.id}: volume {c.image.shape} is smaller than the crop {opts.crop}; raise --data.min_size"
             )
     tokens = class_tokens(model, train_cases, structures, opts.crop)
-    prompted = PromptedIris(model, tokens)
+    prompted = PromptedIris(model, tokens, structures)
     if opts.mode == "probing":
         for p in prompted.model.parameters():
             p.requires_grad_(False)
@@ -196,10 +234,13 @@ def finetune(model: IrisNet, train_cases: list[Case], structures: dict[str, int]
     accelerator = Accelerator(cpu=device == "cpu")
     prompted, opt, sched = accelerator.prepare(prompted, opt, sched)
     rng = np.random.default_rng(seed)
+    fg = [foreground_voxels(c, structures) for c in train_cases]  # once, not per sampled crop
     prompted.train()
     for step in progress(range(opts.steps), desc="finetune", total=opts.steps):
-        parts = [sample_training_crop(train_cases[int(rng.integers(0, len(train_cases)))], structures, opts.crop,
-                                      opts.foreground_prob, rng) for _ in range(opts.batch_size)]  # fmt: skip
+        parts = []
+        for _ in range(opts.batch_size):  # case pick and crop draws interleaved on one rng
+            i = int(rng.integers(0, len(train_cases)))
+            parts.append(sample_training_crop(train_cases[i], structures, opts.crop, opts.foreground_prob, rng, fg[i]))
         x = torch.stack([p[0] for p in parts]).to(accelerator.device)
         y = torch.stack([p[1] for p in parts]).to(accelerator.device)
         loss = mass_loss(prompted(x), y)

@@ -84,8 +84,10 @@ def load_state(path: Path) -> dict[str, Any] | None:
 
 
 def pretrain(cases: list, cfg: Any, run_dir: Path, device: str = "cpu") -> dict[str, Any]:
-    """Run pretraining; returns ``{"model": EMA IrisNet, "steps", "samples_seen", "seconds", "loss_last",
-    "sample_seconds", "step_seconds", "k"}`` (sample/step seconds are totals, for the sampling-share measure)."""
+    """Run pretraining; returns ``{"model": EMA IrisNet, "steps", "steps_run", "samples_seen", "seconds", "loss_last",
+    "sample_seconds", "step_seconds", "k"}``. ``steps`` and ``samples_seen`` count the whole run (a resumed part
+    included); ``steps_run``, ``seconds`` and the sample/step seconds only this call (for rates and the sampling
+    share)."""
     from accelerate import Accelerator
 
     from medfm.core.results import MetricsLog
@@ -155,5 +157,6 @@ def pretrain(cases: list, cfg: Any, run_dir: Path, device: str = "cpu") -> dict[
     seconds = time.perf_counter() - start
     final = ema.module
     final.eval()
-    return {"model": final, "steps": tr.steps, "samples_seen": samples, "seconds": seconds, "loss_last": loss_val,
-            "sample_seconds": t_sample, "step_seconds": seconds, "k": sampler.k}  # fmt: skip
+    return {"model": final, "steps": tr.steps, "steps_run": tr.steps - first, "samples_seen": samples,
+            "seconds": seconds, "loss_last": loss_val, "sample_seconds": t_sample, "step_seconds": seconds,
+            "k": sampler.k}  # fmt: skip

@@ -37,11 +37,13 @@ def _load_model(checkpoint: str | None, model_opts: Any, device: str):
     return build_model(model_opts).to(device).eval()
 
 
-def _finish(run: Run, results: Any, extra: list | None = None) -> Path:
+def _finish(run: Run, results: Any = None) -> Path:
+    """Save ``results`` (unless already saved, e.g. before a model card that reads them) and render report.html."""
     from medfm.core.report import render_run_report
 
-    run.save_results(results)
-    return render_run_report(run.dir, extra=extra)
+    if results is not None:
+        run.save_results(results)
+    return render_run_report(run.dir)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -144,12 +146,13 @@ def run_pretrain(cfg: Any) -> int:
         res = run.new_results()
         rows = run.metrics.read()
         res.add("final_loss", out["loss_last"], higher_is_better=False, n=out["steps"])
-        res.add("steps_per_second", out["steps"] / max(out["step_seconds"], 1e-9), n=out["steps"])
+        res.add("steps_per_second", out["steps_run"] / max(out["step_seconds"], 1e-9), n=out["steps_run"],
+                note="steps run by this invocation (a resumed run counts only the steps after the checkpoint)")  # fmt: skip
         res.add(
             "sampling_share",
             out["sample_seconds"] / max(out["step_seconds"], 1e-9),
             higher_is_better=False,
-            note="fraction of wall time spent sampling masks and augmenting (this run, including resumed part)",
+            note="fraction of wall time spent sampling masks and augmenting (steps run by this invocation)",
         )
         if len(rows) >= 2:
             res.add("loss_last_quarter", mean_ci([r["loss"] for r in rows[-max(1, len(rows) // 4):]],
@@ -169,9 +172,7 @@ def run_pretrain(cfg: Any) -> int:
                      seconds=out["seconds"], capabilities=["in-context", "few-shot", "fine-tuning", "segmentation",
                                                            "linear-probe", "classification"], base="scratch")  # fmt: skip
         model.save_pretrained(run.dir / "checkpoints" / "final", card=card)
-        from medfm.core.report import render_run_report
-
-        render_run_report(run.dir)
+        _finish(run)  # results were saved before the card, which reads them
     return 0
 
 
@@ -261,9 +262,10 @@ def run_segment(cfg: Any) -> int:
         name, value = next(iter(structures.items()))
         prob = predict_volume(model, targets[0].image, [t[:, :1] for t in tokens], cfg.crop, cfg.eval.overlap)[0]
         fig = _overlay_figure(targets[0], prob, value, name, refs[0])
+        from medfm.core.files import atomic_write_bytes
         from medfm.core.report import figure_png
 
-        run.path("plots", "overlay.png").write_bytes(figure_png(fig))
+        atomic_write_bytes(run.path("plots", "overlay.png"), figure_png(fig))
         _finish(run, res)
     return 0
 
@@ -291,9 +293,11 @@ def run_finetune(cfg: Any) -> int:
     device = resolve_device(cfg.device)
     with run:
         model = _load_model(cfg.checkpoint, cfg.model, device)
-        train = load_cases(cfg.data)
-        n = max(1, round(cfg.label_fraction * len(train))) if cfg.label_fraction is not None else cfg.eval.shots
-        train = train[:n]
+        if cfg.label_fraction is None:
+            train = load_cases(cfg.data, cfg.eval.shots)
+        else:
+            train = load_cases(cfg.data)
+            train = train[: max(1, round(cfg.label_fraction * len(train)))]
         test = load_cases(cfg.test, cfg.limit)
         structures = structure_ids(list(cfg.eval.structures), train[0].labels)
         t0 = time.perf_counter()
@@ -310,14 +314,8 @@ def run_finetune(cfg: Any) -> int:
                      objective="Dice + BCE on labelled structures with learnable class prompts", steps=cfg.steps,
                      samples=cfg.steps * cfg.batch_size, seconds=seconds, capabilities=["segmentation", "few-shot"],
                      base=cfg.checkpoint or "scratch")  # fmt: skip
-        from medfm.core.hub import save_pretrained
-
-        state = {f"model.{k}": v for k, v in prompted.model.state_dict().items()}
-        state.update({f"prompts.{i}": p.detach() for i, p in enumerate(prompted.prompts)})
-        save_pretrained(run.dir / "checkpoints" / "final", state,
-                        {"medfm_class": "medfm.methods.mass.model:IrisNet", **prompted.model.init_kwargs,
-                         "structures": structures}, card=card)  # fmt: skip
-        _finish(run, res)
+        prompted.save_pretrained(run.dir / "checkpoints" / "final", card=card)
+        _finish(run)  # results were saved before the card, which reads them
     return 0
 
 
