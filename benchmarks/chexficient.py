@@ -54,6 +54,7 @@ def rss_mb() -> float:
 
 
 def train_arms(pairs, args):
+    from medfm.methods.chexficient.data import DERIVED
     from medfm.methods.chexficient.engine import Trainer
     from medfm.methods.chexficient.evaluation import zero_shot_scores
 
@@ -68,7 +69,7 @@ def train_arms(pairs, args):
             tr.fit()
             model = tr.raw.eval()
             z = model.encode_images(pairs.images(test_idx))
-            findings = [f for f in pairs.findings if f not in ("No Finding", "Lung Opacity", "Lung Lesion")]
+            findings = [f for f in pairs.findings if f not in DERIVED]
             scores = zero_shot_scores(model, z, findings, {})
             s = tr.summary()
             out[(arm, seed)] = {"scores": scores, "findings": findings, "summary": s,
@@ -79,12 +80,13 @@ def train_arms(pairs, args):
 
 
 def auc_table(scores, labels, ks):
+    from medfm.methods.chexficient.evaluation import binary_targets
+
+    y, valid = binary_targets(labels[:, ks])
     vals = []
-    for j, k in enumerate(ks):
-        y = labels[:, k]
-        v = y != -1
-        yy = (y[v] == 1).astype(int)
-        vals.append(auroc(yy, scores[v, j]) if len(np.unique(yy)) == 2 else np.nan)
+    for j in range(len(ks)):
+        yy = y[valid[:, j], j]
+        vals.append(auroc(yy, scores[valid[:, j], j]) if len(np.unique(yy)) == 2 else np.nan)
     return np.array(vals)
 
 
@@ -222,7 +224,7 @@ def main() -> int:
     labels = pairs.labels[test_idx]
     findings = runs[("full", 0)]["findings"]
     ks = [pairs.findings.index(f) for f in findings]
-    train_rows = np.flatnonzero(np.array([s in ("train", None) for s in pairs.splits]))
+    train_rows = np.flatnonzero(pool)
     prevalence = {f: float(np.mean(pairs.labels[train_rows, pairs.findings.index(f)] == 1)) for f in findings}
     rare = sorted(range(len(findings)), key=lambda j: prevalence[findings[j]])[:3]
     per_arm = {}

@@ -77,7 +77,7 @@ def main() -> int:
         # ---- downstream classification on latents vs images vs bicubic ---------------------------------------------
         from medfm.methods.medvae.config import TrainConfig
 
-        label = "Cardiomegaly"
+        label, cls_size = "Cardiomegaly", 64  # classification always on 64x64 phantoms (also with --quick)
         cfg = from_dict(
             TrainConfig,
             {
@@ -85,7 +85,7 @@ def main() -> int:
                 "data": {
                     "source": "phantom:cxr",
                     "n": 400 if not q else 80,
-                    "size": 64,
+                    "size": cls_size,
                     "label": label,
                     "val_fraction": 0.5,
                 },
@@ -110,7 +110,7 @@ def main() -> int:
         claims.append(claim("2d_auroc_latent_within_2_points", "Latents keep clinically relevant features: AUROC 69.5 "
                             "(f16 latents) vs 69.2 (full resolution), 2D average", "AUROC(latent) - AUROC(image)",
                             d_img.value, threshold=-0.02, ci=d_img.ci, n=len(y),
-                            note=f"{label} on {size}x{size} CXR phantoms; latent {res['latent']['auroc'].value:.3f}, image "
+                            note=f"{label} on {cls_size}x{cls_size} CXR phantoms; latent {res['latent']['auroc'].value:.3f}, image "
                             f"{res['image']['auroc'].value:.3f}"))  # fmt: skip
         d_bic = paired("latent", "bicubic")
         claims.append(claim("2d_auroc_latent_above_bicubic", "Latents beat bicubic downsampling at the same size "
@@ -152,7 +152,7 @@ def main() -> int:
         )
         claims.append(claim("3d_throughput_gain_4x", "3D latents: throughput x55-70 (paper); issue target >= 50x for "
                             "3D 4_1 at 128^3", "samples/s ratio", g3, threshold=50.0,
-                            note="SmallCNN3D, batch 2; 128^3 volume vs 32^3 latent"))  # fmt: skip
+                            note="SmallCNN (3D), batch 2; 128^3 volume vs 32^3 latent"))  # fmt: skip
         # ---- encoding speed and tiling seams -----------------------------------------------------------------------
         m2 = build_model("small_4_1_2d").eval()
         x = torch.rand(4, 1, 512, 512) * 2 - 1

@@ -13,14 +13,21 @@ from typing import Any
 
 from medfm.core.config import CommonOptions, option, section
 
+#: Default towers (CPU scale), shared with :class:`medfm.methods.chexficient.model.CheXficientModel`.
+DEFAULT_IMAGE_TOWER: dict[str, Any] = {
+    "kind": "vit", "image_size": 64, "patch_size": 8, "width": 64, "layers": 2, "head_width": 32,
+}  # fmt: skip
+DEFAULT_TEXT_TOWER: dict[str, Any] = {
+    "kind": "hf", "path": "asset:all-minilm-l6-v2", "pooling": "mean", "max_length": 256, "load_weights": True,
+}  # fmt: skip
+
 
 def _default_image_tower() -> dict[str, Any]:
-    return {"kind": "vit", "image_size": 64, "patch_size": 8, "width": 64, "layers": 2, "head_width": 32}
+    return dict(DEFAULT_IMAGE_TOWER)
 
 
 def _default_text_tower() -> dict[str, Any]:
-    return {"kind": "hf", "path": "asset:all-minilm-l6-v2", "pooling": "mean", "max_length": 256,
-            "load_weights": True}  # fmt: skip
+    return dict(DEFAULT_TEXT_TOWER)
 
 
 @dataclass

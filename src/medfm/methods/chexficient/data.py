@@ -67,7 +67,7 @@ class PairData:
         assert self.paths is not None
         out = torch.empty(len(idx), 1, self.image_size, self.image_size, dtype=torch.uint8)
         for j, i in enumerate(idx):
-            out[j] = _to_uint8(read_radiograph(self.paths[int(i)]).array, self.image_size)[0]
+            out[j] = images_to_uint8(read_radiograph(self.paths[int(i)]).array[None], self.image_size)[0]
         return out
 
     def subset(self, index: Any) -> PairData:
@@ -91,16 +91,8 @@ class PairData:
         return {f: int(np.nansum(self.labels[:, k] == 1)) for k, f in enumerate(self.findings)}
 
 
-def _to_uint8(array: np.ndarray, size: int) -> torch.Tensor:
-    """(H, W) float [0, 1] -> (1, 1, size, size) uint8 (bilinear, antialiased)."""
-    x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
 def images_to_uint8(images: np.ndarray, size: int, chunk: int = 2048) -> torch.Tensor:
-    """``(N, H, W)`` float [0, 1] -> ``(N, 1, size, size)`` uint8, resized in chunks."""
+    """``(N, H, W)`` float [0, 1] -> ``(N, 1, size, size)`` uint8 (bilinear, antialiased), resized in chunks."""
     out = []
     for i in range(0, len(images), chunk):
         x = torch.from_numpy(np.ascontiguousarray(images[i : i + chunk], dtype=np.float32))[:, None]

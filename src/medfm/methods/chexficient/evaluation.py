@@ -174,8 +174,9 @@ def linear_probe(model: Any, pairs: Any, train_idx: np.ndarray, z_test: torch.Te
         clf = LogisticRegression(max_iter=500, C=1.0)
         clf.fit(z_train, y)
         probs[:, j] = clf.predict_proba(z_test.numpy())[:, 1]
-    ok = [j for j in range(len(findings)) if not np.isnan(probs[:, j]).any()
-          and len(np.unique(binary_targets(test_labels[:, ks[j]])[0][binary_targets(test_labels[:, ks[j]])[1]])) == 2]  # fmt: skip
+    y_test, valid = binary_targets(test_labels[:, ks])
+    ok = [j for j in range(len(findings))
+          if not np.isnan(probs[:, j]).any() and len(np.unique(y_test[valid[:, j], j])) == 2]  # fmt: skip
     if not ok:
         return {}
     m = macro_auroc(np.nan_to_num(probs), test_labels[:, ks], ok, n_boot, seed)

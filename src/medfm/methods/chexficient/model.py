@@ -39,18 +39,12 @@ from torch import nn
 
 from medfm.core.errors import DataError, UsageError
 from medfm.core.hub import PretrainedMixin
+from medfm.methods.chexficient.config import DEFAULT_IMAGE_TOWER, DEFAULT_TEXT_TOWER
 
 log = logging.getLogger(__name__)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-DEFAULT_IMAGE_TOWER: dict[str, Any] = {
-    "kind": "vit", "image_size": 64, "patch_size": 8, "width": 64, "layers": 2, "head_width": 32,
-}  # fmt: skip
-DEFAULT_TEXT_TOWER: dict[str, Any] = {
-    "kind": "hf", "path": "asset:all-minilm-l6-v2", "pooling": "mean", "max_length": 256, "load_weights": True,
-}  # fmt: skip
 
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?;])\s+|\n+")
 

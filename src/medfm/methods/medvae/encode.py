@@ -125,12 +125,13 @@ def run_encode(cfg: EncodeConfig) -> int:
                         z = encode_tiled(model, x, cfg.tile, cfg.overlap, sample=cfg.sample)
                     else:
                         z = model.encode(x, sample=cfg.sample)
-                    proj = model.project(z) if cfg.projected else None
+                    proj = model.project(z).cpu() if cfg.projected else None
+                    z = z.cpu()  # inside the timed region: waits for asynchronous (GPU) kernels
                 seconds += time.perf_counter() - t0
                 for j, it in enumerate(chunk):
                     path = out_dir / f"{it.id}.latent.npz"
-                    save_npz(path, latent_record(it, z[j].cpu().numpy(), tensors[j][1], model,
-                                                 None if proj is None else proj[j].cpu().numpy()))  # fmt: skip
+                    save_npz(path, latent_record(it, z[j].numpy(), tensors[j][1], model,
+                                                 None if proj is None else proj[j].numpy()))  # fmt: skip
                     rows.append({"id": it.id, "latent": str(path.relative_to(run.dir)), **it.labels})
                     n_pixels += int(np.prod(it.array.shape))
                     n_latent += int(z[j].numel())
@@ -236,7 +237,7 @@ def run_export(cfg: ExportConfig) -> int:
     """Original checkpoint (or medfm model) -> medfm model directory ``<run>/checkpoints/final`` with a card."""
     from medfm.core.cards import Capabilities, Training, TrainingData, card_from_run
     from medfm.methods.medvae.convert import load_weights_into
-    from medfm.methods.medvae.model import build_model, get_preset
+    from medfm.methods.medvae.model import build_model, count_parameters, get_preset
 
     preset = get_preset(cfg.preset)
     run = Run("medvae", "export", cfg)
@@ -246,7 +247,7 @@ def run_export(cfg: ExportConfig) -> int:
         model = build_model(preset)
         load_weights_into(model, cfg.source)
         results = run.new_results()
-        results.add("parameters", float(sum(p.numel() for p in model.parameters())), n=1)
+        results.add("parameters", float(count_parameters(model)), n=1)
         results.meta.update({"source": cfg.source, "preset": preset.name})
         run.save_results(results)
         card = card_from_run(

@@ -152,10 +152,10 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
         results.meta.update({"model": cfg.model, "items": len(val), "factor": model.factor,
                              "seconds": round(time.perf_counter() - t0, 2)})  # fmt: skip
         run.save_results(results)
+        from medfm.core.files import atomic_write_bytes
         from medfm.core.report import figure_png, render_run_report
 
-        (run.dir / "plots").mkdir(exist_ok=True)
-        (run.dir / "plots" / "reconstructions.png").write_bytes(figure_png(comparison_figure(model, val)))
+        atomic_write_bytes(run.path("plots", "reconstructions.png"), figure_png(comparison_figure(model, val)))
         render_run_report(run.dir, title="MedVAE reconstruction fidelity")
         m = results.metrics
         base = next(k for k in m if k.startswith("psnr_") and "gain" not in k)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -146,7 +145,7 @@ def _train_stage1(cfg: TrainConfig, run: Run, model: Any, items: list[Item], dim
     from medfm.methods.medvae.losses import Stage1Loss
 
     lc = cfg.loss
-    teacher = None
+    teacher, t = None, None
     if lc.perceptual == "teacher" or lc.consistency_weight > 0:
         from medfm.methods.medvae.teacher import build_teacher
 
@@ -165,6 +164,8 @@ def _train_stage1(cfg: TrainConfig, run: Run, model: Any, items: list[Item], dim
                         num_workers=o.num_workers)  # fmt: skip
     acc = make_accelerator(cfg.device, o.mixed_precision, o.grad_accum)
     model, criterion, opt_ae, opt_d, loader = acc.prepare(model, criterion, opt_ae, opt_d, loader)
+    if t is not None:  # the criterion holds only the bound method t.embed_image, which prepare() does not move
+        t.to(acc.device)
     start = _resume(acc, run)
     raw = acc.unwrap_model(model)
     crit = acc.unwrap_model(criterion)
@@ -283,7 +284,3 @@ def make_card(run: Run, cfg: TrainConfig, model: Any, n_train: int, items: list[
             "Reconstructions can hide or invent small findings; never read them clinically.",
         ],
     )  # fmt: skip
-
-
-def checkpoint_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "checkpoints" / "final"
