@@ -63,7 +63,7 @@ def test_fit_and_evaluate_cli_on_planted_features(tmp_path, capsys):
     assert (out / "report.html").is_file() and (out / "plots" / "roc_in_domain.png").is_file()
     assert "head_entropy" in capsys.readouterr().out
 
-    # a single-class dataset is a data error, an unknown scorer a usage error
+    # fitting a training-free scorer is a usage error, a folder without features a data error
     assert main(["headentropy", "fit", "--features", str(a), "--scorer", "token_prob"]) == 2
     assert main(["headentropy", "evaluate", "--features", str(tmp_path / "nothing")]) == 3
 

@@ -50,7 +50,8 @@ def test_mitigation_with_discovered_feature_raises_worst_group(audited):
 
     ev, tr = audited["eval"], audited["train"]
     emb, d, _ = _discover(audited["model"], ev)
-    base = evaluate_embedded(ev, emb, n_resamples=50)["metrics"]
+    before = evaluate_embedded(ev, emb, n_resamples=50)
+    base = before["metrics"]
     medoids = emb.region_emb[d.clustering.medoids]
     tr_emb = embed(audited["model"], tr, grid=2, region_mode="mask")
     reg = label_spurious_regions(tr_emb.region_emb, medoids, d.ranked_clusters[:1])
@@ -70,7 +71,7 @@ def test_mitigation_with_discovered_feature_raises_worst_group(audited):
     wg0, wg1 = base["image_worst_group_accuracy"].value, after["image_worst_group_accuracy"].value
     assert wg0 < 0.1 and wg1 > wg0 + 0.1, (wg0, wg1)
     # the two groups the shortcut hurts (marked normals, unmarked effusions) gain a lot on average
-    before_groups = evaluate_embedded(ev, emb, n_resamples=50)["groups"]
+    before_groups = before["groups"]
     hurt = ("no finding|feature=1", "pleural effusion|feature=0")
     gain = np.mean([after_all["groups"][g]["image_accuracy"].value - before_groups[g]["image_accuracy"].value
                     for g in hurt])  # fmt: skip

@@ -62,8 +62,7 @@ class Spans:
 def _render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-    text = "".join(f"{m['content']}\n" for m in messages)
-    return text
+    return "".join(f"{m['content']}\n" for m in messages)
 
 
 def _char_to_token(offsets: list[tuple[int, int]], char: int) -> int:

@@ -258,7 +258,8 @@ def _plot_heads(run: Run, probes: dict[str, Any], scorer: str, features_dir: str
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from medfm.core.files import atomic_path
+    from medfm.core.files import atomic_write_bytes
+    from medfm.core.report import figure_png
 
     n_layers, n_heads = shape
     fig, axes = plt.subplots(1, len(probes), figsize=(2.2 + 1.8 * len(probes), 4), squeeze=False)
@@ -272,9 +273,7 @@ def _plot_heads(run: Run, probes: dict[str, Any], scorer: str, features_dir: str
         ax.set_ylabel("layer")
         fig.colorbar(im, ax=ax, fraction=0.05)
     fig.tight_layout()
-    with atomic_path(run.path("plots", f"heads_{scorer}.png")) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    atomic_write_bytes(run.path("plots", f"heads_{scorer}.png"), figure_png(fig, dpi=100))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -349,7 +348,8 @@ def _plot_roc(run: Run, scores: dict[tuple[str, str, str], tuple[Any, Any]], dom
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
 
-    from medfm.core.files import atomic_path
+    from medfm.core.files import atomic_write_bytes
+    from medfm.core.report import figure_png
 
     fig, axes = plt.subplots(1, len(domains), figsize=(4 * len(domains), 3.8), squeeze=False)
     for ax, d in zip(axes[0], domains):
@@ -363,6 +363,4 @@ def _plot_roc(run: Run, scores: dict[tuple[str, str, str], tuple[Any, Any]], dom
         ax.set_ylabel("true positive rate")
         ax.legend(fontsize=6, loc="lower right")
     fig.tight_layout()
-    with atomic_path(run.path("plots", "roc_in_domain.png")) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    atomic_write_bytes(run.path("plots", "roc_in_domain.png"), figure_png(fig, dpi=100))

@@ -54,12 +54,8 @@ def core_regions(data: AuditSet, emb: Embedded, region_spurious: np.ndarray) -> 
         if not boxes:
             out[r] = core[r]
             continue
-        area = max(1, (b[2] - b[0]) * (b[3] - b[1]))
-        for f in boxes:
-            ix = max(0, min(b[2], f[2]) - max(b[0], f[0]))
-            iy = max(0, min(b[3], f[3]) - max(b[1], f[1]))
-            if box_cover(b, f) >= 0.5 or ix * iy / area >= 0.25:
-                out[r] = True
+        # the region holds half the core box, or the core box fills a quarter of the region
+        out[r] = any(box_cover(b, f) >= 0.5 or box_cover(f, b) >= 0.25 for f in boxes)
     return out & core
 
 

@@ -34,8 +34,9 @@ import torch
 import torch.nn.functional as F
 
 from medfm.core.errors import UsageError
+from medfm.methods.chexficient import clip_loss  # symmetric InfoNCE (open_clip ClipLoss), re-exported here
 from medfm.methods.ravl.data import PROMPT_TEMPLATES, AuditSet
-from medfm.methods.ravl.regions import flatten_regions
+from medfm.methods.ravl.regions import flatten_regions, region_pixels
 from medfm.methods.ravl.zeroshot import region_boxes_of
 
 log = logging.getLogger(__name__)
@@ -45,13 +46,6 @@ METHODS = ("standard", "upsample", "gdro", "ravl")
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Losses (pure functions)
-
-
-def clip_loss(z_img: torch.Tensor, z_txt: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE over ``(B, D)`` unit embeddings (open_clip's ClipLoss); ``scale`` = 1 / temperature."""
-    from open_clip.loss import ClipLoss
-
-    return ClipLoss()(z_img, z_txt, scale)
 
 
 def core_alignment_loss(z_core: torch.Tensor, z_txt: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -170,33 +164,6 @@ class FinetuneOptions:
     train_logit_scale: bool = False
 
 
-def _regions_torch(images: torch.Tensor, boxes: np.ndarray, owner: np.ndarray, mode: str) -> torch.Tensor:
-    """Region inputs of a batch (see medfm.methods.ravl.regions.region_pixels): (R, C, H, W) float."""
-    if mode == "mask":
-        out = torch.zeros(len(boxes), *images.shape[1:], dtype=images.dtype, device=images.device)
-        for r, ((x0, y0, x1, y1), i) in enumerate(zip(boxes.tolist(), owner.tolist())):
-            out[r, :, y0:y1, x0:x1] = images[i, :, y0:y1, x0:x1]
-        return out
-    return _crops_torch(images, boxes, owner, images.shape[-1])
-
-
-def _crops_torch(images: torch.Tensor, boxes: np.ndarray, owner: np.ndarray, size: int) -> torch.Tensor:
-    """Crops of a batch resized to ``size``: (R, C, size, size) float."""
-    out = []
-    for (x0, y0, x1, y1), i in zip(boxes.tolist(), owner.tolist()):
-        out.append(images[i : i + 1, :, y0:y1, x0:x1])
-    groups: dict[tuple[int, int], list[int]] = {}
-    for r, c in enumerate(out):
-        groups.setdefault(tuple(c.shape[-2:]), []).append(r)
-    res = torch.empty(len(out), images.shape[1], size, size, dtype=images.dtype, device=images.device)
-    for shape, rs in groups.items():
-        x = torch.cat([out[r] for r in rs])
-        if shape != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        res[rs] = x
-    return res
-
-
 class Finetuner:
     """Fine-tunes a CLIP-style model (medfm.methods.ravl.model interface) with one of :data:`METHODS`.
 
@@ -309,11 +276,10 @@ class Finetuner:
             return l_img + l_dro, {"loss_img": float(l_img.detach()), "loss_dro": float(l_dro.detach())}
         # ravl: region crops of the batch
         rs = np.concatenate([np.arange(self.first_region[i], self.first_region[i + 1]) for i in idx])
-        pos = {int(i): k for k, i in enumerate(idx)}
-        owner = torch.as_tensor([pos[int(o)] for o in self.owner[rs]], device=dev)
-        local_owner = np.asarray([pos[int(o)] for o in self.owner[rs]])
-        crops = _regions_torch(x, self.boxes[rs], local_owner, self.opts.region_mode)
-        z_reg = m.encode_image(m.preprocess(crops))
+        local_owner = np.searchsorted(idx, self.owner[rs])  # batch position of each region's image (idx is sorted)
+        crops = region_pixels(self.data.images[idx], self.boxes[rs], local_owner, self.opts.region_mode)
+        z_reg = m.encode_image(m.preprocess(torch.from_numpy(crops)))
+        owner = torch.as_tensor(local_owner, device=dev)
         spur = torch.as_tensor(self.region_spurious[rs], device=dev)
         return region_aware_loss(z_img, z_txt, z_reg, owner, spur, scale, self.opts.lambda_core, self.opts.lambda_spur)
 

@@ -101,13 +101,16 @@ class OpenClipVLM(nn.Module, PretrainedMixin):
         self.train(was)
         return torch.cat(out)
 
-    @torch.no_grad()
     def zero_shot_classifier(self, classnames: Sequence[str], templates: Sequence[str] = ("{}",)) -> torch.Tensor:
-        ws = []
-        for c in classnames:
-            z = self.encode_texts([t.format(c) for t in templates]).mean(0)
-            ws.append(F.normalize(z, dim=-1))
-        return torch.stack(ws, dim=1)
+        """Class weights ``(D, C)`` on CPU: normalised mean of the normalised template embeddings (open_clip's)."""
+        from open_clip.zero_shot_classifier import build_zero_shot_classifier
+
+        was = self.training
+        self.eval()
+        w = build_zero_shot_classifier(self.clip, self._tokenizer, list(classnames), list(templates),
+                                       num_classes_per_batch=None, device=self.device)  # fmt: skip
+        self.train(was)
+        return w.float().cpu()
 
     def save_pretrained(self, directory: str | Path, card: Any = None, **extra: Any) -> Path:
         from medfm.core.hub import save_pretrained

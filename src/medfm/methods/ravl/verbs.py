@@ -82,11 +82,16 @@ def load_discovery(run_dir: str | Path) -> dict[str, Any]:
     return {"medoid_emb": z["medoid_emb"], **meta}
 
 
-def discovered_feature(model: Any, data: Any, disc: dict[str, Any], r: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``(feature per image (N,), spurious label per region (R,))`` from the top discovered cluster."""
+def discovered_feature(
+    model: Any, data: Any, disc: dict[str, Any], r: Any, emb: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(feature per image (N,), spurious label per region (R,))`` from the top discovered cluster.
+
+    ``emb``: ``data`` already embedded by ``model`` with the region options ``r`` (embedded here when None).
+    """
     from medfm.methods.ravl.mitigate import label_spurious_regions
 
-    emb = _embed(model, data, r)
+    emb = _embed(model, data, r) if emb is None else emb
     top = disc["ranked_clusters"][:1]
     reg = label_spurious_regions(emb.region_emb, disc["medoid_emb"], top)
     feat = np.zeros(len(data), bool)
@@ -135,7 +140,7 @@ def run_discover(cfg: Any) -> int:
                          f"{list(cfg.discovery.ks) or '2C..5C-1'}, influence >= {cfg.discovery.min_influence}",
                          f"output: {run.dir}/discovery.json, discovery.npz, report.html"])  # fmt: skip
     with run:
-        from medfm.core.files import atomic_path, atomic_write_json
+        from medfm.core.files import atomic_path, atomic_write_bytes, atomic_write_json
         from medfm.core.metrics import mean_ci
         from medfm.core.report import render_run_report
         from medfm.methods.ravl.discover import discover, precision_at_k
@@ -205,9 +210,7 @@ def run_discover(cfg: Any) -> int:
             )
             from medfm.core.report import figure_png
 
-            png = figure_png(fig)
-            with atomic_path(run.path("plots", "top_cluster_regions.png")) as tmp:
-                tmp.write_bytes(png)
+            atomic_write_bytes(run.path("plots", "top_cluster_regions.png"), figure_png(fig))
         results.meta.update(model=cfg.model, message=d.message, classnames=names, data=data.meta,
                             silhouettes={str(k_): v for k_, v in d.clustering.silhouettes.items()})  # fmt: skip
         with atomic_path(run.dir / "discovery.npz") as tmp, open(tmp, "wb") as fh:
@@ -355,7 +358,7 @@ def run_evaluate(cfg: Any) -> int:
         emb = _embed(model, data, cfg.regions)
         feature = None
         if cfg.discovery_run and data.has_spurious is None:
-            feature, _ = discovered_feature(model, data, load_discovery(cfg.discovery_run), cfg.regions)
+            feature, _ = discovered_feature(model, data, load_discovery(cfg.discovery_run), cfg.regions, emb)
         ev = evaluate_embedded(data, emb, feature, seed=cfg.seed, n_resamples=cfg.bootstrap)
         results = run.new_results()
         for name, metric in ev["metrics"].items():
