@@ -34,33 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
+from medfm.methods.chexalign.corruptions import swap_findings, swap_sides
+
 ROOT = Path(__file__).resolve().parent
 ALGOS = ("dpo", "ipo", "kto", "orpo", "rdpo")
 BETAS = (0.1, 0.5)
 SEEDS = (0, 1)
-_SIDE = {"left": "right", "right": "left", "Left": "Right", "Right": "Left"}
-_FINDING = {
-    "pneumothorax": "pleural effusion",
-    "pleural effusion": "pneumothorax",
-    "atelectasis": "consolidation",
-    "consolidation": "atelectasis",
-    "nodule": "mass",
-    "mass": "nodule",
-    "pneumonia": "edema",
-    "fracture": "nodule",
-    "pleural thickening": "pneumothorax",
-    "cardiomegaly": "pulmonary edema",
-    "edema": "cardiomegaly",
-}
-
-
-def swap_sides(text: str) -> str:
-    return re.sub(r"\b(left|right|Left|Right)\b", lambda m: _SIDE[m.group(1)], text)
-
-
-def swap_findings(text: str) -> str:
-    pat = "|".join(sorted(_FINDING, key=len, reverse=True))
-    return re.sub(rf"\b({pat})\b", lambda m: _FINDING[m.group(1)], text, flags=re.IGNORECASE)
 
 
 def candidate_set(reference: str, rng: np.random.Generator) -> tuple[list[str], list[str]]:

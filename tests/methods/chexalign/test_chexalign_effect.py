@@ -19,34 +19,13 @@ import re
 import numpy as np
 
 from medfm.cli import main
-
-_SIDE = {"left": "right", "right": "left", "Left": "Right", "Right": "Left"}
-_FINDING = {
-    "pneumothorax": "pleural effusion",
-    "pleural effusion": "pneumothorax",
-    "atelectasis": "consolidation",
-    "consolidation": "atelectasis",
-    "nodule": "mass",
-    "mass": "nodule",
-    "pneumonia": "edema",
-    "fracture": "nodule",
-    "pleural thickening": "pneumothorax",
-}
-
-
-def _swap_sides(text: str) -> str:
-    return re.sub(r"\b(left|right|Left|Right)\b", lambda m: _SIDE[m.group(1)], text)
-
-
-def _swap_findings(text: str, count: int = 0) -> str:
-    pat = "|".join(sorted(_FINDING, key=len, reverse=True))
-    return re.sub(rf"\b({pat})\b", lambda m: _FINDING[m.group(1)], text, count=count)
+from medfm.methods.chexalign.corruptions import swap_findings, swap_sides
 
 
 def _candidates(reference: str, rng: np.random.Generator) -> list[str]:
     """The correct report and three of (nearly) the same length with planted errors: every side swapped, every
     finding substituted, the first finding substituted (so the policy's length preference cannot decide)."""
-    cands = [reference, _swap_sides(reference), _swap_findings(reference), _swap_findings(reference, count=1)]
+    cands = [reference, swap_sides(reference), swap_findings(reference), swap_findings(reference, count=1)]
     return [cands[i] for i in rng.permutation(4)]
 
 
@@ -73,7 +52,7 @@ def test_dpo_against_the_offline_judge_prefers_correct_reports(cxr_phantoms, sft
     studies = [
         ex
         for ex in load_report_examples(cxr_phantoms, "all", section="impression")
-        if re.search(r"\b(left|right)\b", ex.answer) and _swap_findings(ex.answer) != ex.answer
+        if re.search(r"\b(left|right)\b", ex.answer) and swap_findings(ex.answer) != ex.answer
     ][:8]
     assert len(studies) >= 6
     cands = [_candidates(ex.answer, rng) for ex in studies]

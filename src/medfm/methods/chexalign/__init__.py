@@ -28,5 +28,7 @@ Public API:
   subclass adding R-DPO, and ORPO / SimPO for vision-language batches, which TRL's text-only experimental trainers
   cannot take); ``preference_dataset(pairs)``, ``kto_dataset(rows)``, ``freeze_vision_tower(model)``.
 - :mod:`.sampling`: ``vlm_sampler``, ``backend_sampler``, ``run_resumable`` (chunked, cached, resumable).
+- :mod:`.corruptions` (torch-free): ``swap_sides(text)``, ``swap_findings(text, count=0)``: planted, known
+  errors for candidates with ground truth (tests, benchmarks).
 - :mod:`.metrics`: ``per_study_scores``, ``summarise``, ``paired_differences``, ``alignment_tax``, ``tax_metrics``.
 """

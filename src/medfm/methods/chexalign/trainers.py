@@ -321,10 +321,6 @@ def build_trainer(
 
 def last_checkpoint(output_dir: str | Path) -> str | None:
     """The newest ``checkpoint-N`` folder a TRL/HF Trainer left in ``output_dir`` (to resume from), or None."""
-    d = Path(output_dir)
-    if not d.is_dir():
-        return None
-    cks = sorted(
-        (p for p in d.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()), key=lambda p: int(p.name.split("-")[-1])
-    )
-    return str(cks[-1]) if cks else None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None

@@ -15,8 +15,6 @@ each leaf overridden by the report's gold status where the source has one (weak 
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import math
 import re
@@ -27,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from medfm.core.errors import DataError
+from medfm.data.manifests import read_table
 from medfm.methods.srrg.labels import LEAVES, NO_FINDING, STATUSES, Findings, merge_findings, parse_label
 from medfm.methods.srrg.lexicon import label_sentence
 from medfm.methods.srrg.text import free_text_sections, split_sentences
@@ -176,30 +175,33 @@ def parse_label_field(value: Any, where: str) -> Findings:
     return out
 
 
+def read_rows(path: str | Path, required: Sequence[str], what: str = "") -> list[dict[str, Any]]:
+    """Rows of a .jsonl or .csv file (:func:`medfm.data.manifests.read_table`) that all hold the ``required`` columns.
+
+    Args:
+        what: how error messages name the file (e.g. ``"labelled file "``).
+    """
+    path = Path(path)
+    if path.suffix not in (".jsonl", ".csv"):
+        raise DataError(f"{what}{path} must be .jsonl or .csv")
+    _, rows = read_table(path)
+    for i, r in enumerate(rows, 1):
+        missing = [c for c in required if c not in r]
+        if missing:
+            raise DataError(f"{what}{path}: row {i} has no column(s) {', '.join(missing)}")
+    return rows
+
+
 def labelled_file(path: str | Path) -> list[Sentence]:
     """Sentences from a labelled JSONL/CSV file with columns ``text`` and ``labels``."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"labelled file {path} does not exist (expected .jsonl or .csv with text and labels)")
-    rows: list[dict[str, Any]] = []
-    if path.suffix == ".jsonl":
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    raise DataError(f"{path}:{i} is not valid JSON") from None
-    elif path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    else:
-        raise DataError(f"labelled file {path} must be .jsonl or .csv")
-    out = []
-    for i, row in enumerate(rows, 1):
-        if "text" not in row or "labels" not in row:
-            raise DataError(f"{path}: row {i} needs the columns 'text' and 'labels'")
-        out.append(Sentence(str(row["text"]), parse_label_field(row["labels"], f"{path} row {i}"), "file"))
-    return out
+    rows = read_rows(path, ("text", "labels"), what="labelled file ")
+    return [
+        Sentence(str(row["text"]), parse_label_field(row["labels"], f"{path} row {i}"), "file")
+        for i, row in enumerate(rows, 1)
+    ]
 
 
 def silver_sentences(texts: Iterable[LabelledText], use_gold_status: bool = True) -> list[Sentence]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import time
@@ -256,30 +255,11 @@ def read_reports(spec: str, limit: int | None) -> list[dict[str, str]]:
         if path.suffix == ".txt":
             rows = [{"id": path.stem, "report": path.read_text(encoding="utf-8")}]
         else:
-            rows = _read_table(path, ("report",))
+            from medfm.methods.srrg.data import read_rows
+
+            rows = read_rows(path, ("report",))
             rows = [{"id": str(r.get("id") or i), "report": str(r["report"] or "")} for i, r in enumerate(rows)]
     return rows[:limit] if limit else rows
-
-
-def _read_table(path: Path, required: tuple[str, ...]) -> list[dict[str, Any]]:
-    if path.suffix == ".jsonl":
-        rows = []
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    raise DataError(f"{path}:{i} is not valid JSON") from None
-    elif path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    else:
-        raise DataError(f"{path} must be .jsonl or .csv")
-    for i, r in enumerate(rows, 1):
-        missing = [c for c in required if c not in r]
-        if missing:
-            raise DataError(f"{path}: row {i} has no column(s) {', '.join(missing)}")
-    return rows
 
 
 def content_preservation(inputs: list[str], outputs: list[Any], classifier: Any) -> list[dict[str, float]]:
@@ -400,10 +380,12 @@ def score_corpus(candidates: list[str], references: list[str], classifier: Any, 
 
 
 def run_score(cfg: Any) -> int:
+    from medfm.methods.srrg.data import read_rows
+
     run = Run(METHOD, "score", cfg)
-    rows = _read_table(Path(cfg.input), ("reference", "candidate")) if Path(cfg.input).is_file() else None
-    if rows is None:
+    if not Path(cfg.input).is_file():
         raise DataError(f"input {cfg.input} does not exist (expected .jsonl/.csv with reference and candidate)")
+    rows = read_rows(cfg.input, ("reference", "candidate"))
     rows = rows[: cfg.limit] if cfg.limit else rows
     if cfg.dry_run:
         return run.plan([f"{len(rows)} pairs from {cfg.input}", f"section: {cfg.section}",
