@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     from medfm.methods.vlm.findings import (
         EVAL_FINDINGS,
         exact_match,
+        f1_from_counts,
         per_report_counts,
         prior_report_predictions,
         prior_vqa_answers,
@@ -230,7 +231,6 @@ def main(argv: list[str] | None = None) -> int:
         [e.prompt for e in tr_vqa], [e.answer for e in tr_vqa], [e.prompt for e in te_vqa]
     )
     prior_em = exact_match(prior_answers, [e.answer for e in te_vqa])
-    from medfm.methods.vlm.findings import f1_from_counts
 
     vlm_ev, txt_ev = runs["vlm"]["eval"], runs["text_only"]["eval"]
     d_f1_txt = _paired_f1_diff(vlm_ev["reports"]["counts"], txt_ev["reports"]["counts"], n_boot)

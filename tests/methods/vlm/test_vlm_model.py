@@ -93,6 +93,21 @@ def test_save_load_roundtrip_kv_cache_and_scoring(vlm, tmp_path):
     assert lp.shape == (2, 2) and np.all(lp < 0)
 
 
+def test_generate_accepts_an_int_eos_token_id(vlm):
+    """Llava-like HF models usually carry one int ``eos_token_id`` (the medfm VLM carries a list)."""
+    model, proc = vlm
+    ex = _examples(2)
+    opts = GenerationOptions(max_new_tokens=4, batch_size=2)
+    ref = generate(model, proc, ex, SPEC, opts)
+    saved = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = proc.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    try:
+        out = generate(model, proc, ex, SPEC, opts)
+    finally:
+        model.generation_config.eos_token_id = saved
+    assert out.texts == ref.texts and out.new_tokens == ref.new_tokens
+
+
 def test_hf_backend_serves_the_saved_vlm(vlm, tmp_path):
     from medfm.backends import make_backend
     from medfm.backends.base import ChatMessage, GenerationRequest

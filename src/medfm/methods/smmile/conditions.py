@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from medfm.methods.smmile.data import Problem, SmmileRow
-from medfm.methods.smmile.metrics import normalize_answer
+from medfm.methods.smmile.metrics import image_similarities, normalize_answer
 
 CONDITIONS = (
     "zero_shot",
@@ -132,10 +132,8 @@ def relevance_scores(
         q = normalize_answer(problem.query.answer)
         return [float(normalize_answer(e.answer) == q) for e in examples]
     if relevance == "image":
-        emb = (embedder or pixel_embedder)([*[e.image for e in examples], problem.query.image])
-        emb = np.asarray(emb, dtype=np.float64)
-        emb = emb / (np.linalg.norm(emb, axis=1, keepdims=True) + 1e-12)
-        return [float(x) for x in emb[:-1] @ emb[-1]]
+        sims = image_similarities([e.image for e in examples], problem.query.image, embedder or pixel_embedder)
+        return [float(x) for x in sims]
     raise ValueError(f"relevance must be 'answer' or 'image', got {relevance!r}")
 
 

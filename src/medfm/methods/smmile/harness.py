@@ -196,8 +196,7 @@ def run_instances(
     """Answer and score every instance (resuming from ``store``); returns records in instance order."""
     from medfm.core.runs import progress
 
-    latest = {r["problem_id"]: r for r in store.read()} if store is not None else {}
-    done = {k: r for k, r in latest.items() if not r.get("error")}
+    done = store.done() if store is not None else {}
     todo = [i for i in instances if i.instance_id not in done]
     if done:
         log.info(
@@ -217,10 +216,10 @@ def run_instances(
             rec["model"] = resp.model or backend.model_name
             rec.update(baseline_scores(inst, opts.seed, embedder))
             recs.append(rec)
-            latest[inst.instance_id] = rec
+            done[inst.instance_id] = rec
         if store is not None:
             store.append(recs)
-    return [latest[i.instance_id] for i in instances]
+    return [done[i.instance_id] for i in instances]
 
 
 def judge_records(

@@ -134,7 +134,13 @@ def nearest_image_answer(
     multimodal in-context learner (it needs the examples and cannot answer zero-shot)."""
     if not example_answers:
         return ""
+    return example_answers[int(np.argmax(image_similarities(example_images, query_image, embedder)))]
+
+
+def image_similarities(
+    example_images: Sequence[Any], query_image: Any, embedder: Callable[[Sequence[Any]], np.ndarray]
+) -> np.ndarray:
+    """``(K,)`` cosine similarity of each example image's embedding to the query image's (one embedder call)."""
     emb = np.asarray(embedder([*example_images, query_image]), dtype=np.float64)
     emb = emb / (np.linalg.norm(emb, axis=1, keepdims=True) + 1e-12)
-    sims = emb[:-1] @ emb[-1]
-    return example_answers[int(np.argmax(sims))]
+    return emb[:-1] @ emb[-1]

@@ -181,12 +181,11 @@ def load_image(image: Any) -> Any:
 
     if isinstance(image, Image.Image):
         return image
-    if isinstance(image, np.ndarray):
-        return Image.fromarray(np.rint(np.clip(image, 0, 1) * 255).astype(np.uint8))
-    from medfm.data.io import read_radiograph
+    if not isinstance(image, np.ndarray):
+        from medfm.data.io import read_radiograph
 
-    arr = read_radiograph(Path(image)).array
-    return Image.fromarray(np.rint(np.clip(arr, 0, 1) * 255).astype(np.uint8))
+        image = read_radiograph(Path(image)).array
+    return Image.fromarray(np.rint(np.clip(image, 0, 1) * 255).astype(np.uint8))
 
 
 def messages_for(example: Example, system_prompt: str = "", with_answer: bool = False) -> list[dict[str, Any]]:

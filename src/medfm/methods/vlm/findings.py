@@ -70,9 +70,7 @@ def truth_matrix(labels: Sequence[Mapping[str, Any]], findings: Sequence[str] = 
 
 def micro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Micro F1 over all (row, finding) cells of two ``(N, F)`` bool arrays; 0 when nothing is positive."""
-    tp = float(np.logical_and(y_true, y_pred).sum())
-    denom = float(y_true.sum() + y_pred.sum())
-    return 0.0 if denom == 0 else 2.0 * tp / denom
+    return f1_from_counts(per_report_counts(y_true, y_pred))
 
 
 def per_report_counts(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
@@ -81,6 +79,7 @@ def per_report_counts(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
 
 
 def f1_from_counts(counts: np.ndarray) -> float:
+    """Micro F1 ``2 sum(tp) / (sum(n_true) + sum(n_pred))`` of ``(N, 3)`` counts; 0 when nothing is positive."""
     denom = counts[:, 1].sum() + counts[:, 2].sum()
     return 0.0 if denom == 0 else float(2.0 * counts[:, 0].sum() / denom)
 

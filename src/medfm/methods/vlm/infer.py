@@ -61,9 +61,8 @@ def generate(
     opts = opts or GenerationOptions()
     collate = VLMCollator(processor, "", spec.max_length, spec.max_images, train=False, blind=blind)
     tok = processor.tokenizer
-    end_ids = set(model.generation_config.eos_token_id or [])
-    if isinstance(model.generation_config.eos_token_id, int):
-        end_ids = {model.generation_config.eos_token_id}
+    eos = model.generation_config.eos_token_id  # an int or a list, depending on the model
+    end_ids = {eos} if isinstance(eos, int) else set(eos or [])
     end_ids.add(tok.convert_tokens_to_ids("<|im_end|>"))
     image_id = getattr(model.config, "image_token_index", None) or getattr(model.config, "image_token_id", None)
     out = Generations()
