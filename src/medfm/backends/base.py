@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from medfm.core.errors import UsageError
+from medfm.core.errors import DataError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -369,8 +369,6 @@ def image_to_data_url(image: Any) -> str:
         path = Path(image)
         mime = _MIME.get(path.suffix.lower())
         if mime is None:
-            from medfm.core.errors import DataError
-
             raise DataError(f"image {path} has an unsupported type; use one of {', '.join(sorted(_MIME))}")
         data = path.read_bytes()
     else:
@@ -406,13 +404,13 @@ def load_image(image: Any) -> Any:
 # Malformed JSON answers
 
 
-_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.S)
-_TRAILING_COMMA = re.compile(r",(\s*[}\]])")
+JSON_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.S)
+TRAILING_COMMA = re.compile(r",(\s*[}\]])")
 
 
-def _first_json_object(text: str) -> str | None:
-    """The first balanced ``{...}`` in ``text`` (braces inside strings ignored), or None."""
-    start = text.find("{")
+def first_balanced(text: str, open_c: str = "{", close_c: str = "}") -> str | None:
+    """The first balanced ``open_c ... close_c`` span in ``text`` (brackets inside strings ignored), or None."""
+    start = text.find(open_c)
     while start != -1:
         depth, in_str, esc = 0, False, False
         for i in range(start, len(text)):
@@ -426,13 +424,13 @@ def _first_json_object(text: str) -> str | None:
                     in_str = False
             elif c == '"':
                 in_str = True
-            elif c == "{":
+            elif c == open_c:
                 depth += 1
-            elif c == "}":
+            elif c == close_c:
                 depth -= 1
                 if depth == 0:
                     return text[start : i + 1]
-        start = text.find("{", start + 1)
+        start = text.find(open_c, start + 1)
     return None
 
 
@@ -457,16 +455,16 @@ def parse_json_response(text: str, required_fields: Sequence[str] = ()) -> tuple
         return None, "empty answer"
     text = str(text).strip()
     candidates = [text]
-    fence = _FENCE.search(text)
+    fence = JSON_FENCE.search(text)
     if fence:
         candidates.append(fence.group(1).strip())
-    first = _first_json_object(fence.group(1) if fence else text)
+    first = first_balanced(fence.group(1) if fence else text)
     if first is not None:
         candidates.append(first)
     obj: Any = None
     parsed = False
     for cand in candidates:
-        for variant in (cand, _TRAILING_COMMA.sub(r"\1", cand)):
+        for variant in (cand, TRAILING_COMMA.sub(r"\1", cand)):
             try:
                 obj = json.loads(variant)
                 parsed = True

@@ -145,11 +145,12 @@ class CachedBackend(Backend):
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResponse]:
         out: list[GenerationResponse | None] = [None] * len(requests)
         todo: list[int] = []
-        keys = [request_key(self.model_name, r) for r in requests]
+        keys: dict[int, str] = {}  # only requests the cache handles are keyed (keys hash every image)
         for i, req in enumerate(requests):
             if self.mode == "off" or req.output_attentions:
                 todo.append(i)
                 continue
+            keys[i] = request_key(self.model_name, req)
             hit = self.cache.get(keys[i]) if self.mode in ("readwrite", "replay") else None
             if hit is not None:
                 out[i] = hit
@@ -161,7 +162,7 @@ class CachedBackend(Backend):
             answers = self.inner.generate([requests[i] for i in todo])
             for i, resp in zip(todo, answers):
                 out[i] = resp
-                if resp.ok and self.mode != "off" and not requests[i].output_attentions:
+                if resp.ok and i in keys:
                     self.cache.put(keys[i], self.model_name, requests[i], resp)
         return out  # type: ignore[return-value]
 

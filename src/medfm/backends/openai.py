@@ -29,7 +29,7 @@ from medfm.backends.base import (
     Usage,
     image_to_data_url,
 )
-from medfm.core.errors import MissingDependencyError
+from medfm.core.errors import MissingDependencyError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -152,13 +152,9 @@ class OpenAIBackend(Backend):
     def _first_model(self) -> str:
         resp = self._request("GET", "/models")
         if isinstance(resp, str):
-            from medfm.core.errors import UsageError
-
             raise UsageError(f"cannot list models at {self.base_url}/models ({resp}); name one: openai:URL#model")
         data = resp.json().get("data") or []
         if not data:
-            from medfm.core.errors import UsageError
-
             raise UsageError(f"{self.base_url}/models lists no model; name one: openai:URL#model")
         return str(data[0]["id"])
 

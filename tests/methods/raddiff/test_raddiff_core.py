@@ -10,8 +10,10 @@ from PIL import Image
 
 from medfm.backends.base import Capabilities
 from medfm.backends.scripted import ScriptedBackend
+from medfm.methods.raddiff.captioner import make_captioner
+from medfm.methods.raddiff.data import ImageItem
 from medfm.methods.raddiff.evaluator import acc_at_k, offline_score, parse_judge
-from medfm.methods.raddiff.grids import GridSpec, crop_grids, make_grid, parse_boxes
+from medfm.methods.raddiff.grids import GridSpec, crop, crop_grids, make_grid, parse_boxes, stack_vertical
 from medfm.methods.raddiff.offline import PhraseContrastBackend, contrast_phrases
 from medfm.methods.raddiff.proposer import (
     Proposer,
@@ -144,6 +146,24 @@ def test_boxes_and_grids():
     assert np.asarray(g)[0, 0] == 200 and np.asarray(g)[-1, -1] == 0  # filled first cell, empty last cell
     crops = crop_grids(ims, ims, boxes, spec)
     assert len(crops) == 2 and crops[0][1].size == (g.size[0], 2 * g.size[1] + 5)
+    # each crop grid is the A-over-B tiling of crop() applied to every image
+    rng = np.random.default_rng(2)
+    noisy = [Image.fromarray(rng.integers(0, 256, (20, 24), dtype=np.uint8)) for _ in range(4)]
+    box = (0.1, 0.25, 0.6, 0.9)
+    want = stack_vertical(make_grid([crop(im, box, spec) for im in noisy[:3]], spec),
+                          make_grid([crop(im, box, spec) for im in noisy[1:]], spec), spec.group_gap)  # fmt: skip
+    ((got_box, got),) = crop_grids(noisy[:3], noisy[1:], [box, (0.5, 0.5, 0.5, 0.9)], spec)
+    assert got_box == box and np.array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_make_captioner_uses_prompt_and_token_budget(tmp_path):
+    script = tmp_path / "captions.jsonl"
+    script.write_text(json.dumps({"prompt": "Name the findings.", "response": "left pleural effusion"}) + "\n")
+    img = tmp_path / "im.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(img)
+    cap = make_captioner(f"scripted:{script}", prompt="Name the findings.", max_tokens=2)
+    assert cap.captions([ImageItem(img, "im")]) == ["left pleural"]  # scripted answer for that prompt, cut at 2
+    assert make_captioner(f"scripted:{script}").captions([ImageItem(img, "im")]) == [""]  # default prompt: unknown
 
 
 def test_judge_parsing_and_offline_scores():

@@ -85,11 +85,14 @@ class BackendCaptioner(Captioner):
 
 
 def make_captioner(source: str, *, seed: int = 0, dropout: float = 0.0, cache: str | None = None,
-                   device: str = "cpu") -> Captioner:  # fmt: skip
-    """``reports`` (report text, optional ``dropout``) or a backend spec (``hf:...``, ``openai:...``, ``scripted:...``)."""
+                   device: str = "cpu", prompt: str = CAPTION_PROMPT, max_tokens: int = 128) -> Captioner:  # fmt: skip
+    """``reports`` (report text, optional ``dropout``) or a backend spec (``hf:...``, ``openai:...``, ``scripted:...``).
+
+    ``cache`` (a response-cache sqlite path), ``device``, ``prompt`` and ``max_tokens`` apply to backend captioners.
+    """
     if source == "reports":
         return ReportCaptioner(dropout=dropout, seed=seed)
     from medfm.backends import make_backend
 
     kwargs = {"device": device} if source.startswith("hf:") else {}
-    return BackendCaptioner(make_backend(source, cache=cache, **kwargs))
+    return BackendCaptioner(make_backend(source, cache=cache, **kwargs), prompt=prompt, max_tokens=max_tokens)

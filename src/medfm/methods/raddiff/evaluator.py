@@ -15,8 +15,6 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from medfm.backends.base import Backend, ChatMessage, GenerationRequest
 from medfm.methods.raddiff.vocab import PARENTS, Mention, mentions
 
@@ -135,8 +133,3 @@ def acc_at_k(scores: Sequence[int], k: int) -> float:
     """max(score / 2) over the first ``k`` judged hypotheses (0 when there are none)."""
     top = list(scores)[:k]
     return float(max(top) / 2.0) if top else 0.0
-
-
-def accuracy_table(per_pair: Sequence[Sequence[int]], ks: Sequence[int] = (1, 5)) -> dict[str, np.ndarray]:
-    """Per-pair Acc@k arrays: ``{"acc@1": (P,), "acc@5": (P,)}``."""
-    return {f"acc@{k}": np.array([acc_at_k(s, k) for s in per_pair], dtype=float) for k in ks}

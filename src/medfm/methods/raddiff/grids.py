@@ -29,11 +29,17 @@ class GridSpec:
     resize: int = 1024
 
 
+def _resized(image: Any, spec: GridSpec) -> Any:
+    """The image in greyscale at ``resize`` x ``resize`` (the frame tiles and boxes refer to)."""
+    from PIL import Image
+
+    return image.convert("L").resize((spec.resize, spec.resize), Image.BILINEAR)
+
+
 def _tile(image: Any, spec: GridSpec) -> Any:
     from PIL import Image
 
-    im = image.convert("L").resize((spec.resize, spec.resize), Image.BILINEAR)
-    return im.resize((spec.tile, spec.tile), Image.BILINEAR)
+    return _resized(image, spec).resize((spec.tile, spec.tile), Image.BILINEAR)
 
 
 def make_grid(images: Sequence[Any], spec: GridSpec = GridSpec()) -> Any:
@@ -110,9 +116,10 @@ def parse_boxes(answer: str | dict[str, Any] | None, n: int = 5) -> list[Box]:
 
 def crop(image: Any, box: Box, spec: GridSpec = GridSpec()) -> Any:
     """Crop a normalised box out of the image resized to ``resize`` x ``resize``."""
-    from PIL import Image
+    return _crop_resized(_resized(image, spec), box, spec)
 
-    im = image.convert("L").resize((spec.resize, spec.resize), Image.BILINEAR)
+
+def _crop_resized(im: Any, box: Box, spec: GridSpec) -> Any:
     x1, y1, x2, y2 = (round(v * spec.resize) for v in box)
     return im.crop((x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)))
 
@@ -124,12 +131,16 @@ def crop_grids(images_a: Sequence[Any], images_b: Sequence[Any], boxes: Sequence
     Returns:
         ``(box, combined crop grid)`` per box with ``x2 > x1`` and ``y2 > y1``.
     """
+    valid = [box for box in boxes if box[2] > box[0] and box[3] > box[1]]
+    if not valid:
+        return []
+    cells = spec.rows * spec.cols  # make_grid shows only the first rows * cols images
+    resized_a = [_resized(im, spec) for im in list(images_a)[:cells]]  # once per image, not once per box
+    resized_b = [_resized(im, spec) for im in list(images_b)[:cells]]
     out = []
-    for box in boxes:
-        if box[2] <= box[0] or box[3] <= box[1]:
-            continue
-        grid_a = make_grid([crop(im, box, spec) for im in images_a], spec)
-        grid_b = make_grid([crop(im, box, spec) for im in images_b], spec)
+    for box in valid:
+        grid_a = make_grid([_crop_resized(im, box, spec) for im in resized_a], spec)
+        grid_b = make_grid([_crop_resized(im, box, spec) for im in resized_b], spec)
         out.append((box, stack_vertical(grid_a, grid_b, spec.group_gap)))
     return out
 

@@ -8,8 +8,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from medfm.methods.raddiff.captioner import Captioner
 from medfm.methods.raddiff.data import SetPair
 from medfm.methods.raddiff.proposer import Proposal, Proposer, sample_rounds
@@ -153,7 +151,3 @@ def run_pair(
         gt = rank_hypotheses([pair.gt_a], emb_a, emb_b, store.texts(embedder, [pair.gt_a]), alpha=rank.alpha,
                              threshold=rank.threshold)[0]  # fmt: skip
     return DiffResult(pair, iterations, final, gt, len(set_a), len(set_b), captions, warnings)
-
-
-def mean_or_none(values: list[float]) -> float | None:
-    return float(np.mean(values)) if values else None

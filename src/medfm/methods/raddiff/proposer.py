@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from medfm.backends.base import Backend, ChatMessage, GenerationRequest
+from medfm.backends.base import JSON_FENCE, TRAILING_COMMA, Backend, ChatMessage, GenerationRequest, first_balanced
 from medfm.methods.raddiff.grids import Box, GridSpec, boxes_json, crop_grids, make_grid, parse_boxes, stack_vertical
 from medfm.methods.raddiff.vocab import normalise_phrase
 
@@ -93,29 +93,6 @@ NOTE_CROPS = ("Attached are zoomed crops of the same region of every sampled rad
 # Parsing (tolerant, like the originals)
 
 
-_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.S)
-
-
-def _balanced(text: str, open_c: str, close_c: str) -> str | None:
-    start = text.find(open_c)
-    while start != -1:
-        depth, in_str, esc = 0, False, False
-        for i in range(start, len(text)):
-            c = text[i]
-            if in_str:
-                esc, in_str = (False, in_str) if esc else (c == "\\", c != '"')
-            elif c == '"':
-                in_str = True
-            elif c == open_c:
-                depth += 1
-            elif c == close_c:
-                depth -= 1
-                if depth == 0:
-                    return text[start : i + 1]
-        start = text.find(open_c, start + 1)
-    return None
-
-
 def extract_json(text: str | None) -> Any:
     """The first JSON value (object or array) in a model answer, or None.
 
@@ -125,16 +102,16 @@ def extract_json(text: str | None) -> Any:
     if text is None:
         return None
     text = str(text).strip()
-    fence = _FENCE.search(text)
+    fence = JSON_FENCE.search(text)
     body = fence.group(1).strip() if fence else text
     cands = [body]
     for o, c in (("{", "}"), ("[", "]")):
-        b = _balanced(body, o, c)
+        b = first_balanced(body, o, c)
         if b is not None:
             cands.append(b)
     cands.sort(key=lambda s: body.find(s[:1]) if s[:1] in "{[" else -1)
     for cand in cands:
-        for variant in (cand, re.sub(r",(\s*[}\]])", r"\1", cand)):
+        for variant in (cand, TRAILING_COMMA.sub(r"\1", cand)):
             for v in (variant, variant.replace("'", '"')):
                 try:
                     obj = json.loads(v)

@@ -148,11 +148,8 @@ def rank_hypotheses(
 
 def file_digest(path: str | Path) -> str:
     """sha256 (hex) of a file's bytes: the cache key of an image, independent of where it lives."""
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:

@@ -28,9 +28,13 @@ def make_chat_backend(spec: str, cache_dir: str | None, device: str = "cpu") -> 
         return PhraseContrastBackend()
     from medfm.backends import make_backend
 
-    cache = str(Path(cache_dir) / "responses.sqlite") if cache_dir else None
     kwargs = {"device": device} if spec.startswith("hf:") else {}
-    return make_backend(spec, cache=cache, **kwargs)
+    return make_backend(spec, cache=_response_cache(cache_dir), **kwargs)
+
+
+def _response_cache(cache_dir: str | None) -> str | None:
+    """The model-response cache shared by the proposer, captioner and judge backends."""
+    return str(Path(cache_dir) / "responses.sqlite") if cache_dir else None
 
 
 def build(cfg: DescribeConfig | EvaluateConfig) -> dict[str, Any]:
@@ -57,13 +61,8 @@ def build(cfg: DescribeConfig | EvaluateConfig) -> dict[str, Any]:
     captioner = None
     if p.mode != "reports":
         c = cfg.captioner
-        if c.source == "reports":
-            captioner = make_captioner("reports", seed=cfg.seed, dropout=c.dropout)
-        else:
-            from medfm.methods.raddiff.captioner import BackendCaptioner
-
-            captioner = BackendCaptioner(make_chat_backend(c.source, cfg.cache_dir, device), prompt=c.prompt,
-                                         max_tokens=c.max_tokens)  # fmt: skip
+        captioner = make_captioner(c.source, seed=cfg.seed, dropout=c.dropout, cache=_response_cache(cfg.cache_dir),
+                                   device=device, prompt=c.prompt, max_tokens=c.max_tokens)  # fmt: skip
     store = EmbeddingStore(Path(cfg.cache_dir) / "embeddings.sqlite" if cfg.cache_dir else None)
     return {"proposer": proposer, "captioner": captioner, "embedder": make_embedder(cfg.ranker.model, device),
             "store": store, "judge": make_judge(cfg.judge.judge, cfg.cache_dir, device)}  # fmt: skip
