@@ -95,7 +95,7 @@ def write_benchmark(path: str | Path, method: str, command: str, claims: list[Cl
 
     doc = {
         "method": method,
-        "command": command,
+        "command": command.strip(),  # scripts that join sys.argv[1:] leave a trailing space when it is empty
         "commit": git_commit(Path(path).resolve().parent),
         "machine": f"{platform.machine()}, {_cpu_count()} CPU cores, {platform.system()} {platform.release()}",
         "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),

@@ -212,10 +212,14 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return plain(cfg)
 
 
+class _UnknownOptionError(UsageError):
+    """A config key that is not an option of the config class (a UsageError: exit code 2)."""
+
+
 def _unknown(key: str, known: list[str], where: str) -> UsageError:
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
-    return UsageError(f"unknown option {key!r} in {where}{hint}")
+    return _UnknownOptionError(f"unknown option {key!r} in {where}{hint}")
 
 
 def from_dict(cls: type, data: Mapping[str, Any], where: str = "config") -> Any:
@@ -323,8 +327,8 @@ def resolve(cls: type, sources: list[str], overrides: Mapping[str, Any], package
     for spec in sources:
         try:
             cfg = merge(cfg, load_config_source(spec, package), where=spec)
-        except UsageError as exc:
-            if not spec.startswith("preset:") or "unknown option" not in str(exc):
+        except _UnknownOptionError as exc:
+            if not spec.startswith("preset:"):
                 raise
             fitting = applicable_presets(package, cls)
             raise UsageError(

@@ -25,8 +25,10 @@ On disk (``write_ct_dataset``)::
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -449,47 +451,43 @@ def iter_ct_patients(cfg: CTPhantomConfig):
         yield generate_ct_patient(cfg, i)
 
 
-def write_ct_dataset(cfg: CTPhantomConfig, out_dir: str | Path) -> dict[str, Any]:
-    """Generate and write the dataset (layout in the module docstring). Returns the datalist dict."""
+def write_ct_dataset(
+    cfg: CTPhantomConfig, out_dir: str | Path, patients: Iterable[CTPatient] | None = None
+) -> dict[str, Any]:
+    """Generate and write the dataset (layout in the module docstring). Returns the datalist dict.
+
+    ``patients`` are written instead of generating them again when the caller already has
+    ``iter_ct_patients(cfg)``.
+    """
     from medfm.core.files import atomic_write_json
     from medfm.data.io import save_nifti
+    from medfm.data.manifests import VolumeRecord, write_datalist
 
-    out = Path(out_dir)
-    training = []
+    out = Path(out_dir).resolve()
+    records = []
     t0 = time.perf_counter()
-    for p in iter_ct_patients(cfg):
-        save_nifti(out / "imagesTr" / f"{p.id}.nii.gz", p.image, p.spacing)
-        save_nifti(out / "labelsTr" / f"{p.id}.nii.gz", p.label, p.spacing)
-        training.append(
-            {
-                "image": f"imagesTr/{p.id}.nii.gz",
-                "label": f"labelsTr/{p.id}.nii.gz",
-                "id": p.id,
-                "patient_id": p.id,
-                "metadata": p.metadata,
-            }
-        )
+    for p in iter_ct_patients(cfg) if patients is None else patients:
+        image, label = out / "imagesTr" / f"{p.id}.nii.gz", out / "labelsTr" / f"{p.id}.nii.gz"
+        save_nifti(image, p.image, p.spacing)
+        save_nifti(label, p.label, p.spacing)
+        records.append(VolumeRecord(image, label, id=p.id, patient_id=p.id, metadata=p.metadata))
         log.info("ct phantom %s: %s", p.id, ", ".join(k for k, v in p.metadata["present"].items() if v) or "normal")
-    labels = {str(i): name for i, name in LABELS.items()}
-    datalist = {
-        "name": cfg.name,
-        "description": "medfm synthetic CT-like phantoms (not real patients)",
-        "modality": {"0": "CT"},
-        "labels": labels,
-        "tensorImageSize": "3D",
-        "numTraining": len(training),
-        "numTest": 0,
-        "training": training,
-        "test": [],
-    }
     atomic_write_json(
         out / "labels.json",
         {
-            "labels": labels,
+            "labels": {str(i): name for i, name in LABELS.items()},
             "hu_range": {s.name: list(hu_range(s.name, cfg.contrast)) for s in STRUCTURES[1:]},
             "pathologies": {k: v[0] for k, v in PATHOLOGIES.items()},
         },
     )
-    atomic_write_json(out / "dataset.json", datalist)
-    log.info("wrote %d CT phantoms to %s in %.1f s", len(training), out, time.perf_counter() - t0)
-    return datalist
+    path = write_datalist(
+        out / "dataset.json",
+        records,
+        name=cfg.name,
+        modality={"0": "CT"},
+        labels=LABELS,
+        description="medfm synthetic CT-like phantoms (not real patients)",
+        extra={"tensorImageSize": "3D", "numTraining": len(records), "numTest": 0},
+    )
+    log.info("wrote %d CT phantoms to %s in %.1f s", len(records), out, time.perf_counter() - t0)
+    return json.loads(path.read_text())

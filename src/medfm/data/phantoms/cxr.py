@@ -42,7 +42,7 @@ import io
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -792,11 +792,7 @@ def iter_cxr_batches(cfg: CXRPhantomConfig, n: int | None = None) -> Iterator[CX
     sites = _site_table(cfg)
     target = cfg.spurious.label
     a_rate = b_rate = 0.0
-    if target is not None:
-        if target not in FINDINGS:
-            from medfm.core.errors import UsageError
-
-            raise UsageError(f"--spurious.label {target!r} is not a finding; use one of: {', '.join(FINDINGS)}")
+    if target is not None:  # expected_positive_rate rejects a label that is not a finding
         a_rate, b_rate = spurious_rates(expected_positive_rate(cfg, target), cfg.spurious.cramers_v)
     marker, marker_box = _marker(cfg, size)
     fidx = {f: k for k, f in enumerate(FINDINGS)}
@@ -916,19 +912,20 @@ def to_png_array(image: np.ndarray, bit_depth: int = 8) -> np.ndarray:
 
 
 def write_png(path: str | Path, image: np.ndarray, bit_depth: int = 8) -> Path:
-    """Write a (H, W) float [0, 1] image as an 8- or 16-bit grayscale PNG, atomically."""
-    from PIL import Image
+    """Write a (H, W) float [0, 1] image as an 8- or 16-bit grayscale PNG, atomically (:func:`medfm.data.io.save_png`)."""
+    from medfm.data.io import save_png
 
-    from medfm.core.files import atomic_path
-
-    arr = to_png_array(image, bit_depth)
-    with atomic_path(path) as tmp:
-        Image.fromarray(arr).save(tmp, format="PNG", compress_level=1)
-    return Path(path)
+    return save_png(path, image, bit_depth)
 
 
-def write_cxr_dataset(cfg: CXRPhantomConfig, out_dir: str | Path) -> dict[str, Any]:
-    """Generate and write the dataset (layout in the module docstring). Returns a summary dict."""
+def write_cxr_dataset(
+    cfg: CXRPhantomConfig, out_dir: str | Path, batches: Iterable[CXRBatch] | None = None
+) -> dict[str, Any]:
+    """Generate and write the dataset (layout in the module docstring). Returns a summary dict.
+
+    ``batches`` are written instead of generating them again when the caller already has the images of
+    ``cfg`` (``iter_cxr_batches(cfg)`` or ``generate_cxr(..., cfg=cfg)``).
+    """
     from medfm.core.files import atomic_write_json, atomic_write_text
 
     out = Path(out_dir)
@@ -942,7 +939,7 @@ def write_cxr_dataset(cfg: CXRPhantomConfig, out_dir: str | Path) -> dict[str, A
     n_done = 0
     counts = np.zeros(len(FINDINGS))
     spur = 0
-    for batch in iter_cxr_batches(cfg):
+    for batch in iter_cxr_batches(cfg) if batches is None else batches:
         for j, rec in enumerate(batch.records):
             rel = f"images/{rec['id']}.png"
             write_png(out / rel, batch.images[j], cfg.bit_depth)

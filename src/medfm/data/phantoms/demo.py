@@ -80,14 +80,14 @@ def run_demo(out_dir: Path, seed: int):
     out_dir = Path(out_dir)
     ct_cfg = CTPhantomConfig(seed=seed, n=2, shape=[64, 64, 64], spacing=[6.0, 6.0, 9.5])
     ct_cfg.pathology.tumour = ct_cfg.pathology.nodule = 1.0
-    datalist = ct3d.write_ct_dataset(ct_cfg, out_dir / "ct")
     patients = list(ct3d.iter_ct_patients(ct_cfg))
+    datalist = ct3d.write_ct_dataset(ct_cfg, out_dir / "ct", patients)
 
     cxr_cfg = CXRPhantomConfig(seed=seed, n=200, size=128)
     cxr_cfg.spurious.label = "Pneumothorax"
     cxr_cfg.spurious.cramers_v = 0.8
-    summary = cxr.write_cxr_dataset(cxr_cfg, out_dir / "cxr")
-    batch = cxr.generate_cxr(200, seed=seed, cfg=cxr_cfg)
+    batch = cxr.generate_cxr(cxr_cfg.n, seed=seed, size=cxr_cfg.size, cfg=cxr_cfg)
+    summary = cxr.write_cxr_dataset(cxr_cfg, out_dir / "cxr", [batch])
 
     rep = Report("Synthetic phantoms", subtitle=f"seed {seed}: {len(patients)} CT volumes, {summary['n']} chest X-rays")
     rep.add_figure(
