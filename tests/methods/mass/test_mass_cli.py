@@ -82,6 +82,10 @@ def test_downstream_verbs(runs):
                  "--data.phantom_n", "6", "--test.phantom_first", "6", "--test.phantom_n", "6",
                  "--target", "metadata:tumour", "--steps", "5", "--output_dir", str(root / "probe")]) == 0  # fmt: skip
     assert "auroc" in json.loads((root / "probe" / "results.json").read_text())["metrics"]
+    ft_common = [*common[:-1], str(root / "ft" / "checkpoints" / "final")]  # a fine-tuned checkpoint works too
+    assert main(["mass", "probe", *ft_common, *SMALL, *_with("test"), "--data.phantom_first", "0",
+                 "--data.phantom_n", "4", "--test.phantom_first", "6", "--test.phantom_n", "4",
+                 "--target", "metadata:tumour", "--steps", "2", "--output_dir", str(root / "probe_ft")]) == 0  # fmt: skip
     assert main(["mass", "report", str(root / "seg")]) == 0
 
 

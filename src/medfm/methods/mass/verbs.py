@@ -30,9 +30,15 @@ def _check_data(opts: Any) -> None:
 
 
 def _load_model(checkpoint: str | None, model_opts: Any, device: str):
+    """The network of a pretrained or fine-tuned checkpoint (a fine-tuned one's learned prompts are not needed by
+    segment/finetune/probe), or a fresh one from ``model_opts``."""
+    from medfm.core.hub import load_config
+    from medfm.methods.mass.incontext import PromptedIris
     from medfm.methods.mass.model import IrisNet, build_model
 
     if checkpoint:
+        if str(load_config(checkpoint).get("medfm_class", "")).endswith(":PromptedIris"):
+            return PromptedIris.from_pretrained(checkpoint, device=device).model
         return IrisNet.from_pretrained(checkpoint, device=device)
     return build_model(model_opts).to(device).eval()
 
