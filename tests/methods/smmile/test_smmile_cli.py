@@ -69,6 +69,10 @@ def test_run_resume_score_report(problem_dir, tmp_path, capsys):
     assert scored["metrics"]["result_scripted_ICL_open/em"]["value"] == pytest.approx(
         res["metrics"]["icl/open/em"]["value"]
     )
+    # --limit scores only the first rows: accuracy and n describe the same rows
+    assert main(["smmile", "score", str(run_dir), "--limit", "3", "--output_dir", str(tmp_path / "score3")]) == 0
+    lim = json.loads((tmp_path / "score3" / "results.json").read_text())["metrics"]["result_scripted_ICL_open/em"]
+    assert lim["n"] == 3
     assert main(["smmile", "report", str(run_dir), str(run_dir), "--output_dir", str(tmp_path / "rep")]) == 0
     assert "Table 1" in (tmp_path / "rep" / "report.html").read_text()
 

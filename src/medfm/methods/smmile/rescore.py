@@ -136,10 +136,13 @@ def evaluation(
 
 
 def score_csv(
-    path: str | Path, task: str | None = None, strict: bool = False
+    path: str | Path, task: str | None = None, strict: bool = False, limit: int | None = None
 ) -> tuple[dict[str, Any], list[dict[str, str]], list[dict[str, Any]]]:
-    """``(evaluation, rows, per-row scores)`` of one result CSV; the task comes from the name or the columns."""
+    """``(evaluation, rows, per-row scores)`` of one result CSV (its first ``limit`` rows when given); the task
+    comes from the name or the columns."""
     rows = read_csv(path)
+    if limit is not None:
+        rows = rows[:limit]
     name = parse_name(path)
     t = (
         task

@@ -246,9 +246,7 @@ def run_score(cfg: ScoreConfig) -> int:
 
             judge = "contains" if cfg.judge == "contains" else make_backend(cfg.judge)
         for f in files:
-            ev, rows, scored = score_csv(f, cfg.task, cfg.strict_match)
-            if cfg.limit is not None:
-                rows, scored = rows[: cfg.limit], scored[: cfg.limit]
+            ev, rows, _ = score_csv(f, cfg.task, cfg.strict_match, limit=cfg.limit)
             key = f.stem
             s = ev["bootstrap"]
             metric = "mcqa" if ev["task"] == "mcqa" else "em"
