@@ -47,6 +47,15 @@ def resolve_source(source: str | Path) -> Path:
     return path
 
 
+def write_card(folder: str | Path, card: Any) -> None:
+    """Write a model card into ``folder`` (being assembled inside an atomic write): ``README.md`` and, for a
+    :class:`medfm.core.cards.ModelCard` (not plain markdown text), ``card.json``."""
+    folder = Path(folder)
+    (folder / CARD).write_text(card if isinstance(card, str) else card.to_markdown())
+    if not isinstance(card, str):
+        (folder / "card.json").write_text(json.dumps(card.to_json(), indent=2, default=str) + "\n")
+
+
 def save_pretrained(
     directory: str | Path,
     state_dict: Mapping[str, Any],
@@ -78,10 +87,7 @@ def save_pretrained(
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
         (tmp / CONFIG).write_text(json.dumps(dict(config), indent=2, default=str) + "\n")
         if card is not None:
-            text = card if isinstance(card, str) else card.to_markdown()
-            (tmp / CARD).write_text(text)
-            if not isinstance(card, str):
-                (tmp / "card.json").write_text(json.dumps(card.to_json(), indent=2) + "\n")
+            write_card(tmp, card)
         for name, data in (extra_files or {}).items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             if isinstance(data, bytes):

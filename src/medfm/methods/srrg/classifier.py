@@ -128,8 +128,9 @@ class FindingClassifier:
             }
             (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
             if card is not None:
-                (tmp / "README.md").write_text(card.to_markdown())
-                (tmp / "card.json").write_text(json.dumps(card.to_json(), indent=2, default=str) + "\n")
+                from medfm.core.hub import write_card
+
+                write_card(tmp, card)
         return Path(directory)
 
     @classmethod

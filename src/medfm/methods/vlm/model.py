@@ -275,10 +275,9 @@ def save_vlm(model: Any, processor: Any, directory: str | Path, card: Any = None
         model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
         if card is not None:
-            import json
+            from medfm.core.hub import write_card
 
-            (tmp / "README.md").write_text(card.to_markdown())
-            (tmp / "card.json").write_text(json.dumps(card.to_json(), indent=2, default=str) + "\n")
+            write_card(tmp, card)
     return directory
 
 
