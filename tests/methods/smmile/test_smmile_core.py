@@ -127,6 +127,24 @@ def test_baselines():
     assert picks == {"a", "b", "c"}
 
 
+def test_baselines_embed_each_instance_once_across_tasks():
+    from medfm.methods.smmile.experiment import run_experiment
+    from medfm.methods.smmile.harness import HarnessOptions
+
+    problems = [_problem("p1", ["a", "b", "a"]), _problem("p2", ["x", "y", "x", "y"])]
+    calls = []
+
+    def embedder(images):
+        calls.append(len(images))
+        return np.stack([np.asarray(im, np.float32).ravel() for im in images])
+
+    res = run_experiment(problems, ScriptedBackend(lambda req: "a"), conditions=["icl"], tasks=["open", "mcqa"],
+                         opts=HarnessOptions(max_tokens=4), embedder=embedder)  # fmt: skip
+    assert len(calls) == 2  # one nearest-image embedding per instance, shared by the open and MCQA tasks
+    nearest = {t: [r["baseline_nearest_image"] for r in res[("icl", t)]["records"]] for t in ("open", "mcqa")}
+    assert nearest["open"] == nearest["mcqa"] and None not in nearest["open"]
+
+
 def test_noise_injection_targeted_and_seeded():
     probs = [_problem("a", ["1", "2", "3"], "derm"), _problem("b", ["4", "5", "6"], "derm"),
              _problem("c", ["7", "8", "9"], "rad"), _problem("d", ["x", "y"], "eye")]  # fmt: skip

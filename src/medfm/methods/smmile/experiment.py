@@ -55,9 +55,11 @@ def run_experiment(
             embedder=embedder,
             exclude_reasoning=exclude_reasoning,
         )
+        baselines: dict[str, dict[str, Any]] = {}  # task-independent: computed once per instance
         for task in tasks:
             store = ResponseStore(Path(store_dir) / f"{cond}_{task}.jsonl") if store_dir else None
-            recs = run_instances(instances, backend, replace(opts, task=task), store, embedder, desc=f"{cond}/{task}")
+            recs = run_instances(instances, backend, replace(opts, task=task), store, embedder, desc=f"{cond}/{task}",
+                                 baselines=baselines)  # fmt: skip
             counts: dict[str, int] = {}
             if judge is not None and task == "open":
                 counts = judge_records(recs, judge, batch_size=opts.batch_size)

@@ -192,8 +192,14 @@ def run_instances(
     store: ResponseStore | None = None,
     embedder: Callable[[Sequence[Any]], np.ndarray] | None = None,
     desc: str = "",
+    baselines: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Answer and score every instance (resuming from ``store``); returns records in instance order."""
+    """Answer and score every instance (resuming from ``store``); returns records in instance order.
+
+    ``baselines``: a dict shared by the tasks of one condition, so each instance's baseline answers (the
+    nearest-image one embeds every image) are computed once, not once per task.
+    """
+    baselines = {} if baselines is None else baselines
     from medfm.core.runs import progress
 
     done = store.done() if store is not None else {}
@@ -214,7 +220,9 @@ def run_instances(
         for inst, (_req, info), resp in zip(batch, built, answers):
             rec = score_response(inst, info, resp.text if resp.ok else "", resp.error, opts)
             rec["model"] = resp.model or backend.model_name
-            rec.update(baseline_scores(inst, opts.seed, embedder))
+            if inst.instance_id not in baselines:
+                baselines[inst.instance_id] = baseline_scores(inst, opts.seed, embedder)
+            rec.update(baselines[inst.instance_id])
             recs.append(rec)
             done[inst.instance_id] = rec
         if store is not None:
