@@ -2,12 +2,19 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import random
+import stat
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 
 from medfm.core.config import CommonOptions, option
+from medfm.core.errors import DataError, UsageError
+from medfm.core.files import atomic_dir, atomic_write_text
 from medfm.core.report import Report, render_run_report
 from medfm.core.results import Metric
 from medfm.core.runs import Run, capture_env, seed_everything
@@ -41,6 +48,69 @@ def test_run_directory_layout_and_resume(tmp_path):
 def test_default_location(tmp_path):
     run = Run("toy", "evaluate", Cfg(), root=tmp_path)
     assert run.dir.parent == tmp_path / "toy" and run.dir.name.endswith("-evaluate")
+
+
+def test_nothing_is_created_before_start_and_user_errors_leave_nothing(tmp_path):
+    run = Run("toy", "evaluate", Cfg(), root=tmp_path)
+    assert run.plan(["would do x"]) == 0 and not (tmp_path / "toy").exists()  # a dry run leaves no folder
+    with pytest.raises(DataError), Run("toy", "evaluate", Cfg(), root=tmp_path) as failing:
+        raise DataError("manifest has no column 'report'")
+    assert not failing.dir.exists()
+    with pytest.raises(RuntimeError), Run("toy", "evaluate", Cfg(), root=tmp_path) as crashed:
+        raise RuntimeError("a bug")
+    assert (crashed.dir / "log.txt").is_file()  # crashes keep their log
+    given = tmp_path / "mine"
+    given.mkdir()
+    with pytest.raises(DataError), Run("toy", "evaluate", Cfg(output_dir=str(given))):
+        raise DataError("x")
+    assert given.is_dir()  # a folder the user had is never removed
+
+
+def test_second_writer_is_refused_with_the_holders_pid(tmp_path):
+    out = tmp_path / "run"
+    code = (
+        "import sys, time; from medfm.core.runs import Run; from medfm.core.config import CommonOptions\n"
+        f"r = Run('toy', 'train', CommonOptions(output_dir={str(out)!r})).start(with_device=False)\n"
+        "print('locked', flush=True); time.sleep(30)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(UsageError, match=f"in use by another medfm process \\(pid {holder.pid}\\)") as err:
+            Run("toy", "train", Cfg(output_dir=str(out))).start(with_device=False)
+        assert err.value.exit_code == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    with Run("toy", "train", Cfg(output_dir=str(out))) as run:  # the lock died with its holder
+        assert run.resumed
+
+
+def test_files_and_folders_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with Run("toy", "train", Cfg(output_dir=str(tmp_path / "run"))) as run:
+            run.save_results(run.new_results())
+        assert stat.S_IMODE((run.dir / "results.json").stat().st_mode) == 0o644
+        assert stat.S_IMODE((run.dir / "config.yaml").stat().st_mode) == 0o644
+        with atomic_dir(tmp_path / "model") as d:
+            (d / "w").write_text("x")
+        assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o755
+        os.umask(0o077)
+        atomic_write_text(tmp_path / "private.txt", "x")
+        assert stat.S_IMODE((tmp_path / "private.txt").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_only_the_main_process_writes(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    out = tmp_path / "run"
+    with Run("toy", "train", Cfg(output_dir=str(out))) as run:
+        run.metrics.log(0, loss=1.0)
+        run.save_results(run.new_results())
+        run.write_samples([{"id": 1}])
+    assert not out.exists()
 
 
 def test_seed_everything_repeats():

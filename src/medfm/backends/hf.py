@@ -40,6 +40,7 @@ from medfm.backends.base import (
     load_image,
 )
 from medfm.core.errors import DataError, MissingDependencyError, UsageError
+from medfm.core.files import match_umask
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ def dequantised_dir(gguf: str | Path, root: str | Path | None = None) -> Path:
         del model.config.quantization_config
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    match_umask(tmp, 0o777)  # a shared model cache stays readable by the group when the umask allows
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

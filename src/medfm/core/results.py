@@ -184,11 +184,14 @@ class MetricsLog:
     skips a torn last line. On resume, lines past the resumed step are dropped by :meth:`truncate_after`.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, enabled: bool = True):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.enabled = enabled  # False on non-main processes of a multi-process run: one writer
 
     def log(self, step: int, **values: Any) -> None:
+        if not self.enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         row = {"step": int(step)}
         for k, v in values.items():
             row[k] = v.item() if hasattr(v, "item") else v
@@ -210,5 +213,7 @@ class MetricsLog:
     def truncate_after(self, step: int) -> None:
         from medfm.core.files import atomic_write_text
 
+        if not self.enabled:
+            return
         rows = [r for r in self.read() if r.get("step", 0) <= step]
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))

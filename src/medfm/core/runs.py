@@ -166,6 +166,21 @@ def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, **
     return iter(tqdm(iterable, desc=desc, total=total, disable=disable, dynamic_ncols=True, **kwargs))
 
 
+#: The lock file of a run folder (holds the pid of the process writing it).
+LOCK_NAME = ".medfm.lock"
+#: Run-folder locks this process holds: lock file path -> open descriptor. flock conflicts between two
+#: descriptors of one process too, and a verb may open a second Run on a folder it is already writing.
+_HELD: dict[str, int] = {}
+
+
+def process_rank() -> int:
+    """Global rank of this process in a torchrun / accelerate launch (0 when not distributed)."""
+    for var in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
 def timestamp() -> str:
     return _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
 
@@ -190,41 +205,98 @@ class Run:
         out = getattr(cfg, "output_dir", None) if cfg is not None else None
         self.dir = Path(out) if out else Path(root) / method / f"{timestamp()}-{verb}"
         self.resumed = (self.dir / "config.yaml").is_file()
-        self.dir.mkdir(parents=True, exist_ok=True)
+        # Nothing is created before start(): a --dry_run or a rejected configuration leaves no folder.
+        self._created = False
+        self._lock_fd: int | None = None
+        self._started = False
         self._handler: logging.Handler | None = None
-        self.metrics = MetricsLog(self.dir / "metrics.jsonl")
+        self.is_main = process_rank() == 0
+        self.metrics = MetricsLog(self.dir / "metrics.jsonl", enabled=self.is_main)
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
     def start(self, with_device: bool = True) -> Run:
-        """Write config.yaml and env.json, attach log.txt, seed from ``cfg.seed``."""
+        """Create the folder, take its lock, write config.yaml and env.json, attach log.txt, seed from ``cfg.seed``.
+
+        Only the main process (rank 0) creates, locks and writes; other ranks of a multi-process launch
+        log to their console and write nothing into the folder.
+        """
+        if self._started:  # `with run.start(...):` starts once, then __enter__ finds it started
+            return self
+        self._started = True
+        if self.is_main:
+            self._created = not self.dir.exists()
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._lock()
         if self.cfg is not None:
-            text = cfgmod.dump_yaml(self.cfg)
-            cfg_path = self.dir / "config.yaml"
-            if cfg_path.is_file() and cfg_path.read_text() != text:
-                atomic_write_text(self.dir / "config.previous.yaml", cfg_path.read_text())
-            atomic_write_text(cfg_path, text)
+            if self.is_main:
+                text = cfgmod.dump_yaml(self.cfg)
+                cfg_path = self.dir / "config.yaml"
+                if cfg_path.is_file() and cfg_path.read_text() != text:
+                    atomic_write_text(self.dir / "config.previous.yaml", cfg_path.read_text())
+                atomic_write_text(cfg_path, text)
             seed_everything(int(getattr(self.cfg, "seed", 0)))
-        atomic_write_json(self.dir / "env.json", capture_env(with_device=with_device))
-        self._handler = logging.FileHandler(self.dir / "log.txt", encoding="utf-8")
-        self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        self._handler.setLevel(logging.DEBUG)
-        logging.getLogger().addHandler(self._handler)
+        if self.is_main:
+            atomic_write_json(self.dir / "env.json", capture_env(with_device=with_device))
+            self._handler = logging.FileHandler(self.dir / "log.txt", encoding="utf-8")
+            self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            self._handler.setLevel(logging.DEBUG)
+            logging.getLogger().addHandler(self._handler)
         if logging.getLogger().level > logging.INFO or logging.getLogger().level == logging.NOTSET:
             logging.getLogger().setLevel(logging.INFO)
         log.info("%s %s: run directory %s%s", self.method, self.verb, self.dir, " (resuming)" if self.resumed else "")
         return self
 
+    def _lock(self) -> None:
+        """Exclusive lock on the folder: a second writer gets one line naming the holder (exit 2)."""
+        import fcntl
+
+        from medfm.core.errors import UsageError
+
+        path = self.dir / LOCK_NAME
+        key = str(path.resolve())
+        if key in _HELD:  # this process already holds it (an earlier Run of this process, not closed): one writer
+            self._lock_fd = _HELD[key]
+            return
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise UsageError(
+                f"{self.dir} is in use by another medfm process (pid {holder}); wait for it to finish "
+                "or choose another --output_dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = _HELD[key] = fd
+
     def close(self) -> None:
+        self._started = False
         if self._handler is not None:
             logging.getLogger().removeHandler(self._handler)
             self._handler.close()
             self._handler = None
+        if self._lock_fd is not None:
+            for key, fd in list(_HELD.items()):
+                if fd == self._lock_fd:
+                    del _HELD[key]
+                    os.close(fd)  # releases the flock
+            self._lock_fd = None
 
     def __enter__(self) -> Run:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self.close()
+        from medfm.core.errors import MedfmError
+
+        # A user mistake (bad data, bad option) found inside the run leaves nothing behind in a folder
+        # this run created; crashes keep theirs (log.txt and checkpoints are needed to resume or debug).
+        if isinstance(exc, MedfmError) and self._created:
+            import shutil
+
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- outputs -------------------------------------------------------------------------------------------------
     def path(self, *parts: str) -> Path:
@@ -240,9 +312,12 @@ class Run:
         return Results(method=self.method, verb=self.verb, meta={"run_dir": str(self.dir)})
 
     def save_results(self, results: Results) -> Path:
-        return results.save(self.dir / "results.json")
+        path = self.dir / "results.json"
+        return results.save(path) if self.is_main else path
 
     def write_samples(self, rows: Iterable[dict[str, Any]], name: str = "samples.jsonl") -> Path:
+        if not self.is_main:
+            return self.dir / name
         text = "".join(json.dumps(r, default=str) + "\n" for r in rows)
         return atomic_write_text(self.dir / name, text)
 

@@ -256,7 +256,7 @@ class Trainer:
         if last is None or not (last / "trainer_state.pt").is_file():
             return False
         self.accelerator.load_state(str(last))
-        blob = torch.load(last / "trainer_state.pt", weights_only=False)
+        blob = torch.load(last / "trainer_state.pt", map_location="cpu", weights_only=True)
         self.state = TrainState(**blob["state"])
         self.curator.load_state_dict(blob["curator"])
         self.compute = ComputeCounter(**self.state.compute) if self.state.compute else ComputeCounter()

@@ -80,7 +80,7 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
 
 def load_state(path: Path) -> dict[str, Any] | None:
     f = path / "state.pt"
-    return torch.load(f, map_location="cpu", weights_only=False) if f.is_file() else None
+    return torch.load(f, map_location="cpu", weights_only=True) if f.is_file() else None
 
 
 def pretrain(cases: list, cfg: Any, run_dir: Path, device: str = "cpu") -> dict[str, Any]:
