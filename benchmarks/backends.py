@@ -8,7 +8,6 @@ port) in a subprocess, so client and server do not share a Python interpreter (a
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import statistics
@@ -24,7 +23,7 @@ from medfm.backends.base import GenerationRequest
 from medfm.backends.cache import CachedBackend
 from medfm.backends.openai import OpenAIBackend
 from medfm.backends.server import free_port
-from medfm.core.claims import claim, write_benchmark
+from medfm.core.bench import Benchmark
 
 log = logging.getLogger("benchmarks.backends")
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,12 +66,14 @@ def throughput(url: str, concurrency: int, reqs: list[GenerationRequest]) -> tup
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    bench = Benchmark("backends", __doc__, default_seeds=1)
+    ap = bench.parser
     ap.add_argument("--requests", type=int, default=16, help="requests per concurrency level and round")
     ap.add_argument("--max_tokens", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=2, help="interleaved repetitions of the three levels")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "backends.json"))
-    args = ap.parse_args()
+    args = bench.parse()
+    if bench.quick:
+        args.requests, args.rounds = 4, 1
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -150,30 +151,21 @@ def main() -> int:
     r4, r16 = med[4] / med[1], med[16] / med[4]
     per_round = {c: [round(x, 3) for x in v] for c, v in rps.items()}
     claims = [
-        claim(
+        bench.claim(
             "concurrency-4-vs-1",
-            "issue 4: concurrent requests to one served model raise throughput (the server batches them)",
-            "requests/s ratio, concurrency 4 / 1",
             round(r4, 3),
-            threshold=1.0,
             n=args.rounds,
             note=f"median over {args.rounds} interleaved rounds; per round {per_round}",
         ),
-        claim(
+        bench.claim(
             "concurrency-16-vs-4",
-            "issue 4: throughput keeps rising with 16 concurrent requests",
-            "requests/s ratio, concurrency 16 / 4",
             round(r16, 3),
-            threshold=1.0,
             n=args.rounds,
             note="2 shared CPU cores: batching 16 saturates the CPU sooner than 4" if r16 <= 1 else "",
         ),
-        claim(
+        bench.claim(
             "cache-hit-vs-miss",
-            "issue 4: the sqlite response cache answers repeated requests without the model",
-            "median latency ratio, miss / hit",
             round(speedup, 1),
-            threshold=10.0,
             n=len(reqs),
             note=f"miss {miss_ms:.1f} ms (HTTP + generation), hit {hit_ms:.3f} ms",
         ),
@@ -189,7 +181,7 @@ def main() -> int:
         "failed_requests": failures,
         "model": "SmolLM2-135M-Instruct (hf:default, float32, CPU, 1 torch thread)",
     }
-    path = write_benchmark(args.out, "backends", "python benchmarks/backends.py", claims, metrics)
+    path = bench.write(metrics)
     for c in claims:
         log.info("%-22s %-40s ours=%s holds=%s", c.id, c.metric, c.ours, c.holds)
     log.info("wrote %s", path)

@@ -96,11 +96,11 @@ def measure(model, processor, studies, cand_sets, green, lc, kinds) -> dict[str,
     }
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     import torch
 
     from medfm.cli import main as cli
-    from medfm.core.claims import claim, write_benchmark
+    from medfm.core.bench import Benchmark
     from medfm.core.metrics import difference_ci, mean_ci
     from medfm.methods.chexalign.config import AlignOptions
     from medfm.methods.chexalign.judges import OfflineGreenJudge
@@ -110,6 +110,8 @@ def main() -> int:
     from medfm.methods.vlm.data import load_report_examples
     from medfm.methods.vlm.model import load_vlm
 
+    bench = Benchmark("chexalign", __doc__, default_seeds=1)
+    bench.parse(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(2)
     t_start = time.perf_counter()
@@ -289,10 +291,8 @@ def main() -> int:
             metrics.setdefault("delta_green", {})[f"{algo}_{split}"] = {"value": d.value, "ci": d.ci, "relative": rel}
             if split == "held":
                 claims.append(
-                    claim(
+                    bench.claim(
                         f"{algo}_improves_judge_score_held_out",
-                        "every DAA improves GREEN over the SFT policy on held-out studies (up to +57.4% GREEN)",
-                        "expected offline-GREEN under the policy, aligned - SFT (mean over the runs: 2 betas, 1-2 seeds)",
                         d.value,
                         baseline=0.0,
                         ci=d.ci,
@@ -322,12 +322,9 @@ def main() -> int:
         )
     d = mean_ci(dpo_d, seed=0)
     claims.append(
-        claim(
+        bench.claim(
             "dpo_lengthens_reports",
-            "DPO with GREEN as judge lengthens reports (up to 3.2x; 2.51x in the ACL version)",
-            "drift of log p(verbose) - log p(correct) under the policy, DPO - SFT (nats, training studies)",
             d.value,
-            threshold=0.0,
             ci=d.ci,
             n=len(train_st),
             note=f"{verbose_chosen:.0%} of GREEN pairs chose the verbose (repeated) report; expected-words ratio "
@@ -335,41 +332,16 @@ def main() -> int:
         )
     )
     d = difference_ci(rdpo_d, dpo_d, seed=0)
-    claims.append(
-        claim(
-            "rdpo_limits_length",
-            "R-DPO's length term limits the lengthening",
-            "verbose-margin drift, R-DPO - DPO (paired over training studies, nats)",
-            d.value,
-            threshold=0.0,
-            expect="less",
-            ci=d.ci,
-            n=len(train_st),
-        )
-    )
+    claims.append(bench.claim("rdpo_limits_length", d.value, ci=d.ci, n=len(train_st)))
     d = difference_ci(lc_d, dpo01_d, seed=0)
-    claims.append(
-        claim(
-            "lc_judge_limits_length",
-            "a length-controlled judge (LC-GREEN) limits it (2.51x -> 1.23x)",
-            "verbose-margin drift, DPO on LC-GREEN pairs - DPO on GREEN pairs (beta 0.1, nats)",
-            d.value,
-            threshold=0.0,
-            expect="less",
-            ci=d.ci,
-            n=len(train_st),
-        )
-    )
+    claims.append(bench.claim("lc_judge_limits_length", d.value, ci=d.ci, n=len(train_st)))
     # 3. no significant alignment tax (non-inferiority margin 5 accuracy points)
     tax = np.mean([r["tax"] for r in runs if r["tax"] is not None], axis=0)
     d = difference_ci(tax, base_tax["vqa_correct"], seed=0)
     claims.append(
-        claim(
+        bench.claim(
             "no_alignment_tax",
-            "no significant degradation on other tasks (alignment tax)",
-            "yes/no VQA accuracy, aligned (mean of the five DAAs, beta 0.1) - SFT, held-out studies",
             d.value,
-            threshold=-0.05,
             ci=d.ci,
             n=len(base_tax["vqa_correct"]),
             note="holds when the CI's lower bound is above -0.05 (non-inferiority); SFT accuracy "
@@ -415,13 +387,7 @@ def main() -> int:
     ax.legend(fontsize=6, ncol=2)
     (ROOT / "results").mkdir(exist_ok=True)
     fig.savefig(ROOT / "results" / "chexalign_score_vs_length.png", dpi=110, bbox_inches="tight")
-    out = write_benchmark(
-        ROOT / "results" / "chexalign.json",
-        "chexalign",
-        "python benchmarks/chexalign.py",
-        claims,
-        json.loads(json.dumps(metrics, default=float)),
-    )
+    out = bench.write(json.loads(json.dumps(metrics, default=float)))
     for c in claims:
         print(f"{c.id}: ours {c.ours} ci {c.ci} holds {c.holds}")
     print(out)

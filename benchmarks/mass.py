@@ -8,7 +8,6 @@ tens of steps - orders of magnitude below the paper, so only the direction of th
 
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 import os
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medfm.core.claims import claim, write_benchmark
+from medfm.core.bench import Benchmark
 from medfm.core.config import resolve
 from medfm.core.metrics import auroc, difference_ci, mean_ci, with_ci
 from medfm.methods.mass.config import DataOptions, FinetuneConfig, PretrainConfig, ProbeConfig, ProposalOptions
@@ -48,12 +47,15 @@ def per_volume_dice(rows: list[dict]) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    bench = Benchmark("mass", __doc__)
+    ap = bench.parser
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--ft_steps", type=int, default=30)
     ap.add_argument("--n_pretrain", type=int, default=20)
     ap.add_argument("--n_test", type=int, default=5)
-    args = ap.parse_args()
+    args = bench.parse()
+    if bench.quick:  # CI-size: a few steps on a few phantoms
+        args.steps, args.ft_steps, args.n_pretrain, args.n_test = 4, 3, 4, 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.manual_seed(0)
     metrics: dict = {}
@@ -158,27 +160,17 @@ def main() -> None:
     note = (f"toy scale: {args.n_pretrain} phantoms 32^3 at 9 mm, {args.steps} pretraining steps, {args.ft_steps} "
             f"fine-tuning steps, 1.4 M-parameter Iris; held-out structures {', '.join(HELD_OUT)}")  # fmt: skip
     claims = [
-        claim("ic_above_zero", "training-free 1-shot in-context Dice clearly above zero on unseen structures "
-              "(BCV 65.5)", "dice", ic_m.value, threshold=0.05, ci=ic_m.ci, n=n, note=note),
-        claim("ft_vs_scratch", "MASS-FT 1-shot far above scratch (BCV 68.8 vs 27.3)", "dice difference",
-              d_ft_scratch.value, threshold=0.0, ci=d_ft_scratch.ci, n=n, note=note),
-        claim("ft_vs_simclr", "MASS-FT 1-shot above SimCLR (68.8 vs 44.9)", "dice difference",
-              d_ft_simclr.value, threshold=0.0, ci=d_ft_simclr.ci, n=n, note=note),
-        claim("ft_vs_mim", "MASS-FT 1-shot above a reconstruction SSL baseline", "dice difference",
-              d_ft_mim.value, threshold=0.0, ci=d_ft_mim.ci, n=n, note=note),
-        claim("probe_vs_scratch", "frozen MASS encoder classifies an unseen pathology better than a random "
-              "encoder with few labels (liver trauma 86.7 vs 74.4 AUC)", "auroc difference", d_probe,
-              threshold=0.0, n=len(ptest), note="16 train / 16 test volumes; target liver_tumour present"),
-        claim("sampling_share", "mask sampling + augmentation under 10 % of step time", "fraction",
-              metrics["sampling_share_of_step_time"], threshold=0.10, expect="less", note="32^3 crops, K=6"),
-        claim("paper_flops", "10.6 TFLOP forward+backward per sample (128^3, K=13)", "TFLOP",
-              metrics["paper_preset_tflop_fwd_bwd_128cube_k13"], threshold=10.6 * 0.9,
-              note="torch FlopCounterMode on meta tensors; holds when ours >= 90 % of the spec's measurement"),
+        bench.claim("ic_above_zero", ic_m.value, ci=ic_m.ci, n=n, note=note),
+        bench.claim("ft_vs_scratch", d_ft_scratch.value, ci=d_ft_scratch.ci, n=n, note=note),
+        bench.claim("ft_vs_simclr", d_ft_simclr.value, ci=d_ft_simclr.ci, n=n, note=note),
+        bench.claim("ft_vs_mim", d_ft_mim.value, ci=d_ft_mim.ci, n=n, note=note),
+        bench.claim("probe_vs_scratch", d_probe, n=len(ptest), note="16 train / 16 test volumes; target liver_tumour present"),
+        bench.claim("sampling_share", metrics["sampling_share_of_step_time"], note="32^3 crops, K=6"),
+        bench.claim("paper_flops", metrics["paper_preset_tflop_fwd_bwd_128cube_k13"], note="torch FlopCounterMode on meta tensors; holds when ours >= 90 % of the spec's measurement"),
     ]  # fmt: skip
     metrics["label_efficiency"] = "not run: 20-40 % label curve needs more fine-tuning compute than this budget"
     metrics["pretrain_100_volumes"] = "not run: only the 20-volume pretraining fits the time budget"
-    write_benchmark(OUT, "mass", "nice -n 10 .venv/bin/python benchmarks/mass.py", claims, metrics)
-    log.info("wrote %s", OUT)
+    bench.write(metrics)
     for c in claims:
         log.info("%s: ours=%s ci=%s holds=%s", c.id, c.ours, c.ci, c.holds)
 

@@ -13,7 +13,6 @@ trained on other phantoms; judge = offline 0/1/2 judge. Usage: python benchmarks
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medfm.core.claims import claim, write_benchmark
+from medfm.core.bench import Benchmark
 from medfm.core.metrics import difference_ci, mean_ci
 from medfm.methods.raddiff.bench import build_benchmark, train_concept_ranker
 from medfm.methods.raddiff.captioner import ReportCaptioner
@@ -43,10 +42,8 @@ VARIANTS = {
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="smaller pool and sets (smoke run)")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "raddiff.json"))
-    args = ap.parse_args()
+    bench = Benchmark("raddiff", __doc__, default_seeds=1)
+    args = bench.parse()
     logging.basicConfig(level=logging.WARNING)
     t_all = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="raddiff-bench-"))
@@ -113,35 +110,21 @@ def main() -> int:
     d_rep = difference_ci(per["reports"]["acc@1"], per["raddiff"]["acc@1"], seed=0)
     miss = [p.name for p, a in zip(pairs, per["raddiff"]["acc@5"]) if a == 0]
     claims = [
-        claim("raddiff_beats_visdiff", "RadDiff 47% Acc@1 on RadDiffBench, significantly above VisDiff",
-              "Acc@1 difference RadDiff - VisDiff (paired bootstrap)", d_rv.value, threshold=0.0, ci=d_rv.ci,
-              n=len(pairs), note="offline proposer is text-only, so RadDiff's image grids and visual search cannot "
+        bench.claim("raddiff_beats_visdiff", d_rv.value, ci=d_rv.ci, n=len(pairs), note="offline proposer is text-only, so RadDiff's image grids and visual search cannot "
               f"act; remaining differences: prompt and refinement. RadDiff {metrics['raddiff_acc@1']['value']:.3f} "
               f"vs VisDiff {metrics['visdiff_acc@1']['value']:.3f}. Pairs missed at Acc@5: {', '.join(miss) or 'none'}"
               " (image-only differences such as the corner marker and breast shadows are not in the captions)."),
-        claim("refinement_helps", "2nd iteration (top-5 feedback + visual search) improves accuracy",
-              "Acc@1 difference iteration 2 - iteration 1 (same runs)", d_ref.value, threshold=0.0, ci=d_ref.ci,
-              n=len(pairs), note="refinement proposes longer phrases containing well-scoring hypotheses "
+        bench.claim("refinement_helps", d_ref.value, ci=d_ref.ci, n=len(pairs), note="refinement proposes longer phrases containing well-scoring hypotheses "
               "(e.g. adding laterality); visual search skipped (text-only proposer)"),
-        claim("reports_upper_bound", "50% with ground-truth reports vs 47% with captions",
-              "Acc@1 difference reports - captions", d_rep.value, threshold=0.0, ci=d_rep.ci, n=len(pairs),
-              note="captions = report sentences kept with p 0.7 (the VLM captioner was not used)"),
-        claim("ranking_speed", "rank 1,000 hypotheses against 10,000 cached image embeddings in < 1 s (issue)",
-              "CPU seconds", rank_cpu, threshold=1.0, expect="less",
-              note=f"wall {rank_wall:.2f} s on a shared, overloaded 2-core box; D=64"),
-        claim("embeddings_once", "image embeddings computed once across rounds, iterations and runs",
-              "image embeddings computed / distinct images", store.computed_images / n_unique, threshold=1.0001,
-              expect="less", n=n_unique, note=f"{store.cached_images} lookups served from the cache over 4 variants"),
-        claim("ranker_ceiling", "scored ground truth = diagnostic of the ranker ceiling",
-              "mean AUROC of the ground-truth description", float(np.mean(gt_auroc)), threshold=0.5,
-              ci=mean_ci(gt_auroc, seed=0).ci, n=len(pairs),
-              note=f"mean AUROC of RadDiff's own top-1: {np.mean(top_auroc):.3f}"),
+        bench.claim("reports_upper_bound", d_rep.value, ci=d_rep.ci, n=len(pairs), note="captions = report sentences kept with p 0.7 (the VLM captioner was not used)"),
+        bench.claim("ranking_speed", rank_cpu, note=f"wall {rank_wall:.2f} s on a shared, overloaded 2-core box; D=64"),
+        bench.claim("embeddings_once", store.computed_images / n_unique, n=n_unique, note=f"{store.cached_images} lookups served from the cache over 4 variants"),
+        bench.claim("ranker_ceiling", float(np.mean(gt_auroc)), ci=mean_ci(gt_auroc, seed=0).ci, n=len(pairs), note=f"mean AUROC of RadDiff's own top-1: {np.mean(top_auroc):.3f}"),
     ]  # fmt: skip
-    write_benchmark(args.out, "raddiff", "python benchmarks/raddiff.py" + (" --quick" if args.quick else ""), claims,
-                    metrics)  # fmt: skip
+    path = bench.write(metrics)
     for c in claims:
         print(f"{c.id}: ours {c.ours} ci {c.ci} holds {c.holds}")
-    print(f"wrote {args.out} in {metrics['seconds_total']:.0f} s")
+    print(f"wrote {path} in {metrics['seconds_total']:.0f} s")
     return 0
 
 

@@ -22,16 +22,14 @@ Usage: ``python benchmarks/ravl.py [--quick]`` (writes benchmarks/results/ravl.j
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from medfm.core.claims import claim, write_benchmark
+from medfm.core.bench import Benchmark
 from medfm.core.metrics import difference_ci
 from medfm.methods.ravl.baselines import (
     image_ranking_to_regions,
@@ -136,12 +134,11 @@ def scaling(seed: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer settings and images (smoke run)")
+    bench = Benchmark("ravl", __doc__, default_seeds=1)
+    ap = bench.parser
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", choices=("cxr", "digits"), default=None, help="run one domain only")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "ravl.json"))
-    args = ap.parse_args(argv)
+    args = bench.parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(1)
     t_all = time.perf_counter()
@@ -196,58 +193,30 @@ def main(argv: list[str] | None = None) -> int:
         metrics.update(p10_ravl_mean=float(ravl.mean()), p10_baseline_means=means, best_baseline=best,
                        p10_relative_gain=float(rel),
                        attribute_accuracy=float(np.mean([r["attribute_correct"] for r in valid])))  # fmt: skip
-        claims.append(claim(
-            "discovery_p10_vs_best_baseline", "RaVL Precision@10 +191% over the closest image-level baseline "
-            "(mean over 654 settings)", "Precision@10 (RaVL - best baseline), baselines scored by each top image's most-responsible region",
-            diff.value, baseline=0.0, threshold=0.0, ci=diff.ci, n=len(valid),
-            note=f"relative gain {rel:+.0%} over {best} ({best_arr.mean():.2f}); RaVL mean {ravl.mean():.2f}; "
-            f"{len(valid)}/{len(rows)} settings learned the correlation",
-        ))  # fmt: skip
+        claims.append(bench.claim("discovery_p10_vs_best_baseline", diff.value, baseline=0.0, ci=diff.ci, n=len(valid), note=f"relative gain {rel:+.0%} over {best} ({best_arr.mean():.2f}); RaVL mean {ravl.mean():.2f}; "
+            f"{len(valid)}/{len(rows)} settings learned the correlation"))  # fmt: skip
         rr = {b: np.array([r[f"p10_{b}_random_region"] for r in valid]) for b in base_names}
         best_rr = max(rr, key=lambda b: rr[b].mean())
         diff_rr = difference_ci(ravl, rr[best_rr], seed=args.seed)
-        claims.append(claim(
-            "discovery_p10_vs_best_baseline_unlocalised", "RaVL Precision@10 +191% over the closest image-level "
-            "baseline", "Precision@10 (RaVL - best baseline), baselines scored by a random region of each top image",
-            diff_rr.value, baseline=0.0, threshold=0.0, ci=diff_rr.ci, n=len(valid),
-            note=f"image-level methods do not localise; best {best_rr} {rr[best_rr].mean():.2f} vs RaVL "
-            f"{ravl.mean():.2f} (relative {(ravl.mean() - rr[best_rr].mean()) / max(rr[best_rr].mean(), 1e-9):+.0%})",
-        ))  # fmt: skip
+        claims.append(bench.claim("discovery_p10_vs_best_baseline_unlocalised", diff_rr.value, baseline=0.0, ci=diff_rr.ci, n=len(valid), note=f"image-level methods do not localise; best {best_rr} {rr[best_rr].mean():.2f} vs RaVL "
+            f"{ravl.mean():.2f} (relative {(ravl.mean() - rr[best_rr].mean()) / max(rr[best_rr].mean(), 1e-9):+.0%})"))  # fmt: skip
     if mit_rows:
         wr = np.array([r["wg_ravl"] for r in mit_rows])
         ws = np.array([r["wg_standard"] for r in mit_rows])
         d_wg = difference_ci(wr, ws, seed=args.seed)
-        claims.append(claim(
-            "mitigation_worst_group", "RaVL mitigation +8.2% worst-group image accuracy over the best baseline",
-            "image worst-group accuracy (RaVL loss - standard fine-tuning)", d_wg.value, baseline=0.0,
-            ci=d_wg.ci, n=len(mit_rows),
-            note="CI over settings; upsample/gdro baselines in metrics.mitigation (they use RaVL's discovered "
+        claims.append(bench.claim("mitigation_worst_group", d_wg.value, baseline=0.0, ci=d_wg.ci, n=len(mit_rows), note="CI over settings; upsample/gdro baselines in metrics.mitigation (they use RaVL's discovered "
             f"groups); mean WG standard {ws.mean():.3f}, ravl {wr.mean():.3f}, upsample "
-            f"{np.mean([r['wg_upsample'] for r in mit_rows]):.3f}, gdro {np.mean([r['wg_gdro'] for r in mit_rows]):.3f}",
-        ))  # fmt: skip
+            f"{np.mean([r['wg_upsample'] for r in mit_rows]):.3f}, gdro {np.mean([r['wg_gdro'] for r in mit_rows]):.3f}"))  # fmt: skip
         best_base = np.max([[r["wg_upsample"], r["wg_gdro"]] for r in mit_rows], axis=1)
         d_b = difference_ci(wr, best_base, seed=args.seed)
-        claims.append(claim(
-            "mitigation_vs_best_baseline", "RaVL beats VL-GDRO / upsampled fine-tuning on worst-group accuracy",
-            "image worst-group accuracy (RaVL - best of upsample/gdro)", d_b.value, baseline=0.0, ci=d_b.ci,
-            n=len(mit_rows), note="reconstructed loss (the paper's mitigation code is unreleased)",
-        ))  # fmt: skip
+        claims.append(bench.claim("mitigation_vs_best_baseline", d_b.value, baseline=0.0, ci=d_b.ci, n=len(mit_rows), note="reconstructed loss (the paper's mitigation code is unreleased)"))  # fmt: skip
         o = np.mean([r["overall_ravl"] - r["overall_standard"] for r in mit_rows])
-        claims.append(claim(
-            "mitigation_overall_kept", "mitigation loses at most 1-2 points of overall accuracy",
-            "overall image accuracy (RaVL - standard)", float(o), threshold=-0.02, n=len(mit_rows),
-            note="holds when the change is above -2 points",
-        ))  # fmt: skip
-    claims.append(claim(
-        "discovery_20k_under_60s", "issue 8: discovery on 20,000 regions in under a minute on 2 cores",
-        "seconds for discovery on 20k regions", scale[20000]["seconds"], threshold=60.0, expect="less",
-        note=f"2k: {scale[2000]['seconds']:.1f} s, 100k: {scale[100000]['seconds']:.1f} s; K sweep on at most "
-        f"{scale[20000]['fit_regions']} regions with one distance matrix, the rest assigned to the nearest medoid",
-    ))  # fmt: skip
+        claims.append(bench.claim("mitigation_overall_kept", float(o), n=len(mit_rows), note="holds when the change is above -2 points"))  # fmt: skip
+    claims.append(bench.claim("discovery_20k_under_60s", scale[20000]["seconds"], note=f"2k: {scale[2000]['seconds']:.1f} s, 100k: {scale[100000]['seconds']:.1f} s; K sweep on at most "
+        f"{scale[20000]['fit_regions']} regions with one distance matrix, the rest assigned to the nearest medoid"))  # fmt: skip
     metrics["total_seconds"] = round(time.perf_counter() - t_all, 1)
-    write_benchmark(args.out, "ravl", "python benchmarks/ravl.py" + (" --quick" if args.quick else ""), claims,
-                    metrics)  # fmt: skip
-    log.info("wrote %s in %.0f s", args.out, metrics["total_seconds"])
+    path = bench.write(metrics)
+    log.info("wrote %s in %.0f s", path, metrics["total_seconds"])
     return 0
 
 

@@ -31,16 +31,19 @@ OPEN_CONDITIONS = ["zero_shot", "icl", "permutations", "random_noise", "targeted
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from medfm.core.bench import Benchmark
+
+    bench = Benchmark("smmile", __doc__, default_seeds=1)
+    ap = bench.parser
     ap.add_argument("--vlm", default="", help="a saved medfm VLM folder (default: train one with the VLM recipe)")
     ap.add_argument("--vlm_steps", type=int, default=1200)
-    args = ap.parse_args(argv)
+    args = bench.parse(argv)
+    if bench.quick:
+        args.vlm_steps = 20
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from medfm.backends import make_backend
     from medfm.backends.hf import shared_backend
-    from medfm.core.claims import claim, write_benchmark
     from medfm.methods.smmile.conditions import pixel_embedder
     from medfm.methods.smmile.data import load_problems
     from medfm.methods.smmile.experiment import run_experiment, summarise
@@ -112,53 +115,32 @@ def main(argv: list[str] | None = None) -> int:
         """ICL gain (EM, judge), noise and recency claims of one model, paper numbers side by side."""
         out = []
         g = eff(key, "icl_gain")
-        out.append(claim(f"icl_gain_{suffix}", "ICL beats 0-shot: +8.01 judge points on average over 15 models "
-                         "(text-only Llama-3.3-70B 5.32 -> 16.53)", "EM ICL - EM 0-shot (points, paired)", g["diff"],
-                         threshold=0.0, ci=(g["ci_low"], g["ci_high"]), n=g["n"], note=f"{who}: {icl_note}"))  # fmt: skip
+        out.append(bench.claim(f"icl_gain_{suffix}", g["diff"], ci=(g["ci_low"], g["ci_high"]), n=g["n"], note=f"{who}: {icl_note}"))  # fmt: skip
         g = eff(key, "icl_gain", "judge")
-        out.append(claim(f"icl_gain_{suffix}_judge", "ICL gain in judge accuracy (+8.01 points mean)",
-                         "judge(contains) ICL - 0-shot (points)", g["diff"], threshold=0.0,
-                         ci=(g["ci_low"], g["ci_high"]), n=g["n"],
-                         note=f"{who}; rule stand-in judge: normalised true answer contained in the output"))  # fmt: skip
+        out.append(bench.claim(f"icl_gain_{suffix}_judge", g["diff"], ci=(g["ci_low"], g["ci_high"]), n=g["n"], note=f"{who}; rule stand-in judge: normalised true answer contained in the output"))  # fmt: skip
         for kind in ("random_noise", "targeted_noise"):
             e = eff(key, kind)
-            out.append(claim(f"{kind}_hurts_{suffix}", "one noisy example costs 9.1 % (random) / 9.5 % (targeted) "
-                             "relative judge accuracy (mean of 9 open models)", "EM with noise - EM ICL (points)",
-                             e["diff"], threshold=0.0, expect="less", ci=(e["ci_low"], e["ci_high"]), n=e["n"],
-                             note=f"relative change {e['relative_pct']} %; {who}"))  # fmt: skip
+            out.append(bench.claim(f"{kind}_hurts_{suffix}", e["diff"], ci=(e["ci_low"], e["ci_high"]), n=e["n"], note=f"relative change {e['relative_pct']} %; {who}"))  # fmt: skip
         e = eff(key, "recency_last")
         if e:
-            out.append(claim(f"recency_bias_{suffix}", "recency bias: up to +71 points when the matching example is "
-                             "last (same direction for all 9 models)", "EM relevant-last - relevant-not-last (points)",
-                             e["diff"], threshold=0.0, ci=(e["ci_low"], e["ci_high"]), n=e["n"],
-                             note=f"answer-match relevance; {who}"))  # fmt: skip
+            out.append(bench.claim(f"recency_bias_{suffix}", e["diff"], ci=(e["ci_low"], e["ci_high"]), n=e["n"], note=f"answer-match relevance; {who}"))  # fmt: skip
         return out
 
     claims = model_claims("vlm", "vlm", "medfm small VLM (14 M parameters)", "trained on single-image phantom "
                           "reports/VQA only, it never saw a multi-image conversation")  # fmt: skip
     g = eff("vlm", "icl_gain", task="mcqa")
     if g:
-        claims.append(claim("icl_gain_vlm_mcqa", "ICL helps closed-ended (MCQA) accuracy too", "MCQA accuracy ICL - "
-                            "0-shot (points, paired)", g["diff"], threshold=0.0, ci=(g["ci_low"], g["ci_high"]),
-                            n=g["n"], note="options are the problem's unique answers; medfm small VLM"))  # fmt: skip
+        claims.append(bench.claim("icl_gain_vlm_mcqa", g["diff"], ci=(g["ci_low"], g["ci_high"]), n=g["n"], note="options are the problem's unique answers; medfm small VLM"))  # fmt: skip
     claims += model_claims("smollm2_text_only", "text_only", "SmolLM2-135M text-only",
                            "the examples reveal each problem's answer vocabulary")  # fmt: skip
     g = eff("oracle_icl", "icl_gain")
-    claims.append(claim("icl_gain_oracle_reference", "harness check: a perfect-perception in-context learner must "
-                        "gain from examples that reveal the labelling convention", "EM ICL - 0-shot (points)",
-                        g["diff"], threshold=50.0, ci=(g["ci_low"], g["ci_high"]), n=g["n"],
-                        note="scripted reference model, not a paper number"))  # fmt: skip
+    claims.append(bench.claim("icl_gain_oracle_reference", g["diff"], ci=(g["ci_low"], g["ci_high"]), n=g["n"], note="scripted reference model, not a paper number"))  # fmt: skip
     e = eff("smollm2_text_only", "perm_last_matches")
     if e:
-        claims.append(claim("recency_in_permutations", "SMMILE++: judge accuracy much higher when the last ICL "
-                            "answer equals the query's (e.g. LLaVA-1.5-13B 76.0 vs 6.3)", "EM last-matches - "
-                            "otherwise (points, unpaired)", e["diff"], threshold=0.0, ci=(e["ci_low"], e["ci_high"]),
-                            n=e["n"], note=f"permutations capped at {PERM_CAP} per problem on CPU"))  # fmt: skip
+        claims.append(bench.claim("recency_in_permutations", e["diff"], ci=(e["ci_low"], e["ci_high"]), n=e["n"], note=f"permutations capped at {PERM_CAP} per problem on CPU"))  # fmt: skip
     rb = acc("smollm2_text_only", "icl", "baseline_random")
     tl = acc("smollm2_text_only", "icl", "em")
-    claims.append(claim("text_only_below_random", "text-only ICL (16.53) is below the Random baseline (27.86)",
-                        "EM text-only ICL (%)", tl["accuracy"], baseline=rb["accuracy"], expect="less",
-                        n=tl["n"], note="point comparison (no CI) against the Random baseline on the same problems"))  # fmt: skip
+    claims.append(bench.claim("text_only_below_random", tl["accuracy"], baseline=rb["accuracy"], n=tl["n"], note="point comparison (no CI) against the Random baseline on the same problems"))  # fmt: skip
     metrics = {
         "n_problems": len(problems),
         "perm_cap": PERM_CAP,
@@ -170,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         "vlm": vlm_info,
         "vlm_examples": _examples(res_v),
     }
-    command = "nice -n 10 .venv/bin/python benchmarks/smmile.py" + (" --vlm <saved VLM>" if args.vlm else "")
-    write_benchmark(OUT, "smmile", command, claims, metrics)
+    bench.write(metrics)
     for c in claims:
         print(f"{c.id}: ours={c.ours} holds={c.holds}")
     return 0

@@ -23,9 +23,7 @@ earlier recipe: at 80-900 steps it does not beat the VQA label prior). Run:
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -154,7 +152,10 @@ def train_phantom_vlm(work_dir: Path, n: int = 900, steps: int = 1200, phantom_s
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from medfm.core.bench import Benchmark
+
+    bench = Benchmark("vlm", __doc__, default_seeds=1)
+    ap = bench.parser
     ap.add_argument("--n", type=int, default=900, help="phantom images (train = the phantoms' train split)")
     ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--batch", type=int, default=8)
@@ -174,15 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--tower_pool", type=int, default=6000, help="phantoms for the tower's contrastive pretraining")
     ap.add_argument("--tower_epochs", type=int, default=30)
-    ap.add_argument("--quick", action="store_true", help="tiny smoke run of this script")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "vlm.json"))
-    args = ap.parse_args(argv)
+    args = bench.parse(argv)
     if args.quick:
         args.n, args.steps, args.perf_steps, args.tower_pool, args.tower_epochs = 60, 4, 1, 300, 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
 
-    from medfm.core.claims import claim, write_benchmark
     from medfm.core.metrics import difference_ci
     from medfm.data.phantoms.cxr import generate_cxr
     from medfm.methods.vlm.config import GenerationOptions, LMSpec
@@ -253,22 +251,11 @@ def main(argv: list[str] | None = None) -> int:
 
     vr, tr_ = vlm_ev["reports"], txt_ev["reports"]
     claims = [
-        claim("report_f1_vs_text_only", "the VLM's generated reports name the image's findings better than a "
-              "text-only LM trained on the same reports (issue 11, item 4)", "finding micro F1 difference",
-              d_f1_txt.value, baseline=tr_["f1"].value, threshold=0.0, ci=d_f1_txt.ci, n=len(te_rep),
-              note=f"VLM F1 {vr['f1'].value:.3f} vs text-only {tr_['f1'].value:.3f}; paired bootstrap over images"),
-        claim("report_f1_vs_label_prior", "the VLM beats a label-prior baseline on finding F1", "finding micro F1 "
-              "difference", d_f1_prior.value, baseline=f1_from_counts(prior_counts), threshold=0.0, ci=d_f1_prior.ci,
-              n=len(te_rep), note="prior: findings drawn with their training prevalence"),
-        claim("vqa_vs_text_only", "the VLM answers yes/no finding questions better than the text-only LM",
-              "VQA exact-match accuracy difference", d_vqa_txt.value, baseline=txt_ev["vqa"]["accuracy"].value,
-              threshold=0.0, ci=d_vqa_txt.ci, n=len(te_vqa), note="paired bootstrap over questions"),
-        claim("vqa_vs_label_prior", "the VLM beats the majority answer per question", "VQA exact-match accuracy "
-              "difference", d_vqa_prior.value, baseline=float(prior_em.mean()), threshold=0.0, ci=d_vqa_prior.ci,
-              n=len(te_vqa), note="prior: most frequent training answer to the same question"),
-        claim("kv_cache_speedup", "generation uses the KV cache: tokens/s with the cache exceed tokens/s without it "
-              "(SmolLM2-135M VLM, 2 reports x 8 new tokens)", "tokens/s ratio cache on / off", kv_speedup,
-              threshold=1.0, n=len(probe), note=f"on {g_on.tokens_per_s:.1f} tok/s, off {g_off.tokens_per_s:.1f} "
+        bench.claim("report_f1_vs_text_only", d_f1_txt.value, baseline=tr_["f1"].value, ci=d_f1_txt.ci, n=len(te_rep), note=f"VLM F1 {vr['f1'].value:.3f} vs text-only {tr_['f1'].value:.3f}; paired bootstrap over images"),
+        bench.claim("report_f1_vs_label_prior", d_f1_prior.value, baseline=f1_from_counts(prior_counts), ci=d_f1_prior.ci, n=len(te_rep), note="prior: findings drawn with their training prevalence"),
+        bench.claim("vqa_vs_text_only", d_vqa_txt.value, baseline=txt_ev["vqa"]["accuracy"].value, ci=d_vqa_txt.ci, n=len(te_vqa), note="paired bootstrap over questions"),
+        bench.claim("vqa_vs_label_prior", d_vqa_prior.value, baseline=float(prior_em.mean()), ci=d_vqa_prior.ci, n=len(te_vqa), note="prior: most frequent training answer to the same question"),
+        bench.claim("kv_cache_speedup", kv_speedup, n=len(probe), note=f"on {g_on.tokens_per_s:.1f} tok/s, off {g_off.tokens_per_s:.1f} "
               "tok/s (same prompts, greedy)"),
     ]  # fmt: skip
     metrics = {
@@ -296,11 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                      for e, a, b in zip(te_rep[:5], vlm_ev["report_texts"][:5], txt_ev["report_texts"][:5])],
         "seconds_total": time.perf_counter() - t_all,
     }  # fmt: skip
-    if args.quick:
-        log.info("quick run: not writing %s; claims: %s", args.out, [(c.id, c.ours, c.holds) for c in claims])
-        return 0
-    path = write_benchmark(args.out, "vlm", "nice -n 10 .venv/bin/python benchmarks/vlm.py " + " ".join(argv or
-                           sys.argv[1:]), claims, metrics)  # fmt: skip
+    path = bench.write(metrics)
     for c in claims:
         log.info("%s: ours %s ci %s holds %s", c.id, c.ours, c.ci, c.holds)
     print(path)

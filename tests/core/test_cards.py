@@ -5,62 +5,8 @@ import json
 import pytest
 
 from medfm.core.cards import Capabilities, EvaluationResult, ModelCard, Training, TrainingData, load_card
-from medfm.core.claims import claim, holds, replace_block, results_table, update_readme, write_benchmark
 from medfm.core.errors import DataError
 from medfm.core.results import Metric, Results
-
-
-def test_holds_uses_ci_bounds():
-    assert holds(0.8, 0.5) and not holds(0.4, 0.5)
-    assert not holds(0.8, 0.5, ci=(0.45, 0.9))  # point above, but the CI does not exclude the threshold
-    assert holds(0.8, 0.5, ci=(0.55, 0.9))
-    assert holds(0.1, 0.5, expect="less", ci=(0.0, 0.4)) and not holds(0.1, 0.5, expect="less", ci=(0.0, 0.6))
-    assert not holds(None, 0.0)
-    with pytest.raises(ValueError):
-        holds(1.0, 0.0, expect="bigger")
-
-
-def test_claim_requires_a_reference():
-    c = claim("c1", "ICL helps (+8%)", "accuracy gain", 0.05, threshold=0.0, ci=(0.01, 0.09), n=100)
-    assert c.holds and c.ci == [0.01, 0.09]
-    c2 = claim("c2", "beats baseline", "auroc", 0.70, baseline=0.72)
-    assert not c2.holds
-    with pytest.raises(ValueError):
-        claim("c3", "x", "y", 1.0)
-
-
-def test_benchmark_file_and_readme_table(tmp_path):
-    results = tmp_path / "results"
-    write_benchmark(
-        results / "toy.json",
-        "toy",
-        "python benchmarks/toy.py",
-        [
-            claim("speed", "X is faster", "speedup |a / b|", 3.0, threshold=1.0),
-            claim("acc", "Y beats Z", "delta", -0.1, threshold=0.0, note="did not reproduce"),
-        ],
-        {"seconds": 1.5},
-    )
-    doc = json.loads((results / "toy.json").read_text())
-    assert {"method", "command", "commit", "machine", "created_at", "claims", "metrics"} <= set(doc)
-    assert [c["holds"] for c in doc["claims"]] == [True, False]
-    table = results_table(results)
-    assert (
-        "| toy | speed: speedup \\|a / b\\| | X is faster |" in table
-        and "**no**" in table
-        and "python benchmarks/toy.py" in table
-    )
-    readme = tmp_path / "README.md"
-    readme.write_text(
-        "a\n<!-- capabilities:start -->\nSTALE\n<!-- capabilities:end -->\n"
-        "<!-- results:start -->\nSTALE\n<!-- results:end -->\nz\n"
-    )
-    assert update_readme(readme, results) is True
-    text = readme.read_text()
-    assert "| toy | speed" in text and "`medfm mass`" in text and text.endswith("z\n") and "STALE" not in text
-    assert update_readme(readme, results) is False
-    with pytest.raises(ValueError):
-        replace_block("no markers", "results", "x")
 
 
 def full_card() -> ModelCard:

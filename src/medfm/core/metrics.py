@@ -8,6 +8,7 @@ Classification metrics wrap scikit-learn; segmentation metrics take boolean mask
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -115,6 +116,156 @@ def difference_ci(a: Sequence[float], b: Sequence[float], paired: bool = True, *
         ci_level=level,
         **kwargs,
     )
+
+
+def hierarchical_bootstrap(
+    statistic: Callable[..., float],
+    per_seed: Sequence[Sequence[Any]],
+    *,
+    items: bool = True,
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, tuple[float, float] | None, np.ndarray]:
+    """Seeds-then-items percentile bootstrap of the seed-averaged ``statistic``.
+
+    Training noise lives between runs, so an effect of training is resampled over runs (seeds) first,
+    then over the items each run was evaluated on.
+
+    Args:
+        statistic: function of one seed's (resampled) arrays returning a scalar, e.g. a paired mean
+            difference ``lambda a, b: np.mean(a - b)`` or ``auroc``; a ValueError or NaN on a resample
+            skips that resample.
+        per_seed: one entry per seed (training run), each a tuple of equally long arrays over items.
+        items: also resample items within each drawn seed (``seeds×items``); False resamples seeds only.
+        n_resamples, level, seed: as in :func:`bootstrap_ci`.
+
+    Returns:
+        ``(point, (low, high) or None, resampled_values)``: the point is the mean over seeds of the
+        statistic on each seed's full data; the CI is None with one seed and items=False, or when
+        fewer than half the resamples gave a finite value.
+    """
+    runs = [tuple(np.asarray(a) for a in (arrs if isinstance(arrs, tuple | list) else (arrs,))) for arrs in per_seed]
+    if not runs:
+        raise ValueError("hierarchical_bootstrap needs at least one seed")
+    point = float(np.mean([statistic(*r) for r in runs]))
+    s = len(runs)
+    if s < 2 and not items:
+        return point, None, np.array([])
+    rng = np.random.default_rng(seed)
+    values = np.empty(n_resamples)
+    for b in range(n_resamples):
+        drawn = rng.integers(0, s, size=s)
+        stats = []
+        try:
+            for k in drawn:
+                r = runs[k]
+                if items:
+                    idx = rng.integers(0, len(r[0]), size=len(r[0]))
+                    stats.append(statistic(*(a[idx] for a in r)))
+                else:
+                    stats.append(statistic(*r))
+            values[b] = float(np.mean(stats))
+        except ValueError:
+            values[b] = np.nan
+    finite = values[np.isfinite(values)]
+    if len(finite) < n_resamples / 2:
+        return point, None, finite
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(finite, [alpha, 1 - alpha])
+    return point, (float(lo), float(hi)), finite
+
+
+def seeds_ci(
+    statistic: Callable[..., float],
+    per_seed: Sequence[Sequence[Any]],
+    *,
+    items: bool = True,
+    higher_is_better: bool = True,
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    note: str = "",
+) -> Metric:
+    """A :class:`Metric` from :func:`hierarchical_bootstrap`; ``n`` counts items summed over seeds."""
+    point, ci, _ = hierarchical_bootstrap(
+        statistic, per_seed, items=items, n_resamples=n_resamples, level=level, seed=seed
+    )
+    n_items = sum(len(r[0]) if isinstance(r, tuple | list) else len(r) for r in per_seed)
+    return Metric(value=point, ci=ci, n=n_items, higher_is_better=higher_is_better, ci_level=level, note=note)
+
+
+# -- two-class cells and means over cells -------------------------------------------------------------------------------
+
+#: Below this many positives or negatives a two-class cell (AUROC, AP) is degenerate: never averaged.
+MIN_CLASS_COUNT = 20
+
+
+@dataclass
+class Cell:
+    """One two-class evaluation cell (a domain, a transfer pair, a finding).
+
+    Attributes:
+        value: the metric on the cell's items (None when undefined).
+        ci: its bootstrap CI.
+        resamples: the bootstrap values behind ``ci`` (used to put a CI on a mean over cells).
+        positives / negatives: class counts.
+        degenerate: why the cell must not be used ("" when it is usable).
+    """
+
+    value: float | None
+    ci: tuple[float, float] | None
+    resamples: np.ndarray
+    positives: int
+    negatives: int
+    degenerate: str = ""
+
+
+def two_class_cell(
+    metric: Callable[..., float],
+    y_true: Any,
+    *scores: Any,
+    min_class: int = MIN_CLASS_COUNT,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> Cell:
+    """Evaluate ``metric(y_true, *scores)`` on one cell, marked degenerate below ``min_class`` of a class.
+
+    Resampling is stratified by class, so every resample has both classes and the cell's class balance.
+    A paired difference of two scores is ``two_class_cell(lambda y, a, b: auroc(y, a) - auroc(y, b), y, a, b)``.
+    """
+    y = np.asarray(y_true).astype(int)
+    pos, neg = int((y == 1).sum()), int((y == 0).sum())
+    if min(pos, neg) < min_class:
+        value = None
+        if pos and neg:
+            value = float(metric(y, *scores))
+        why = f"{pos} positives / {neg} negatives (< {min_class} of a class)"
+        return Cell(value, None, np.array([]), pos, neg, why)
+    point, ci, res = bootstrap_ci(metric, y, *scores, n_resamples=n_resamples, seed=seed, strata=y)
+    return Cell(point, ci, res, pos, neg, "" if ci is not None else "no finite resamples")
+
+
+def mean_over_cells(cells: Sequence[Cell], level: float = 0.95) -> tuple[float | None, tuple[float, float] | None, int]:
+    """Mean of the usable cells' values with a CI from their (independent) bootstrap distributions.
+
+    Degenerate cells are left out. The b-th resample of the mean is the mean of the cells' b-th
+    resamples, so the CI reflects every cell's own uncertainty.
+
+    Returns:
+        ``(mean or None, CI or None, number of cells used)``.
+    """
+    used = [c for c in cells if not c.degenerate and c.value is not None]
+    if not used:
+        return None, None, 0
+    mean = float(np.mean([c.value for c in used]))
+    k = min(len(c.resamples) for c in used)
+    if k < 2:
+        return mean, None, len(used)
+    stacked = np.stack([c.resamples[:k] for c in used])
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(stacked.mean(axis=0), [alpha, 1 - alpha])
+    return mean, (float(lo), float(hi)), len(used)
 
 
 # -- classification (scikit-learn) -------------------------------------------------------------------------------------
