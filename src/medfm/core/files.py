@@ -2,6 +2,10 @@
 
 An interrupted run therefore never leaves a half-written checkpoint, manifest or results file that a later
 run would trust: either the old file (or nothing) is there, or the complete new one.
+
+In a multi-process launch only the main process writes (see :mod:`medfm.core.distributed`): on other ranks
+these writers hand out a private scratch path and discard what was written there, so code that saves a
+model, a results file or a report needs no rank checks of its own.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from medfm.core.distributed import is_main_process
 
 
 def current_umask() -> int:
@@ -36,6 +42,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     Use for writers that want a filename (``nib.save``, ``torch.save``, ``fig.savefig``)."""
     target = Path(path)
+    if not is_main_process():
+        with tempfile.TemporaryDirectory(prefix="medfm-rank-scratch-") as scratch:
+            yield Path(scratch) / target.name
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent)
     os.close(fd)
@@ -91,6 +101,10 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     An existing ``path`` is moved aside first and deleted only after the new one is in place, so a crash
     at any point leaves either the old or the new directory complete."""
     target = Path(path)
+    if not is_main_process():
+        with tempfile.TemporaryDirectory(prefix="medfm-rank-scratch-") as scratch:
+            yield Path(scratch)
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     match_umask(tmp, 0o777)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,11 @@ def plot_metrics_log(rows: list[dict[str, Any]], keys: list[str] | None = None) 
 
 def render_run_report(run_dir: str | Path, title: str | None = None, extra: list[_Section] | None = None) -> Path:
     """Render ``report.html`` of a run directory from its results.json, metrics.jsonl and plots/*.png."""
+    from medfm.core.distributed import is_main_process
+
     run_dir = Path(run_dir)
+    if not is_main_process():  # one writer: rank 0 writes the report (and may not have written results yet)
+        return run_dir / "report.html"
     results = Results.load(run_dir / "results.json")
     rep = Report(title or f"medfm {results.method} {results.verb}", subtitle=f"{run_dir} · {results.created_at}")
     if results.metrics:
@@ -190,6 +195,10 @@ def render_run_report(run_dir: str | Path, title: str | None = None, extra: list
         rep.add_figure(png.stem.replace("_", " ").capitalize(), png)
     for section in extra or []:
         rep.sections.append(section)
+    env = run_dir / "env.json"
+    dist = json.loads(env.read_text()).get("distributed") if env.is_file() else None
+    if dist:
+        rep.add_table("Processes", [{"setting": k, "value": v} for k, v in dist.items()])
     config = run_dir / "config.yaml"
     if config.is_file():
         rep.add_html("Configuration", f"<pre>{html.escape(config.read_text())}</pre>")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from medfm.core import config as cfgmod
+from medfm.core.distributed import broadcast_from_main, process_rank, world_size
 from medfm.core.files import atomic_write_json, atomic_write_text
 from medfm.core.results import MetricsLog, Results
 
@@ -173,14 +174,6 @@ LOCK_NAME = ".medfm.lock"
 _HELD: dict[str, int] = {}
 
 
-def process_rank() -> int:
-    """Global rank of this process in a torchrun / accelerate launch (0 when not distributed)."""
-    for var in ("RANK", "SLURM_PROCID"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return 0
-
-
 def timestamp() -> str:
     return _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
 
@@ -203,8 +196,15 @@ class Run:
         self.verb = verb
         self.cfg = cfg
         out = getattr(cfg, "output_dir", None) if cfg is not None else None
-        self.dir = Path(out) if out else Path(root) / method / f"{timestamp()}-{verb}"
-        self.resumed = (self.dir / "config.yaml").is_file()
+        if out:
+            self.dir = Path(out)
+        else:  # every rank of a multi-process launch must agree on the folder: rank 0's timestamp wins
+            stamp = timestamp()
+            if world_size() > 1:
+                cpu = resolve_device(str(getattr(cfg, "device", "auto") or "auto")) == "cpu"
+                stamp = broadcast_from_main(stamp, cpu=cpu)
+            self.dir = Path(root) / method / f"{stamp}-{verb}"
+        self.resumed = (self.dir / "config.yaml").is_file()  # logged only (by rank 0, which decides)
         # Nothing is created before start(): a --dry_run or a rejected configuration leaves no folder.
         self._created = False
         self._lock_fd: int | None = None
@@ -212,6 +212,7 @@ class Run:
         self._handler: logging.Handler | None = None
         self.is_main = process_rank() == 0
         self.metrics = MetricsLog(self.dir / "metrics.jsonl", enabled=self.is_main)
+        self.layout: dict[str, Any] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
     def start(self, with_device: bool = True) -> Run:
@@ -241,7 +242,9 @@ class Run:
             self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
             self._handler.setLevel(logging.DEBUG)
             logging.getLogger().addHandler(self._handler)
-        if logging.getLogger().level > logging.INFO or logging.getLogger().level == logging.NOTSET:
+        if not self.is_main:  # other ranks report problems only; rank 0 tells the story once
+            logging.getLogger().setLevel(logging.WARNING)
+        elif logging.getLogger().level > logging.INFO or logging.getLogger().level == logging.NOTSET:
             logging.getLogger().setLevel(logging.INFO)
         log.info("%s %s: run directory %s%s", self.method, self.verb, self.dir, " (resuming)" if self.resumed else "")
         return self
@@ -297,6 +300,18 @@ class Run:
             import shutil
 
             shutil.rmtree(self.dir, ignore_errors=True)
+
+    def record_layout(self, accelerator: Any = None) -> dict[str, Any]:
+        """Record world size, rank layout, device and precision in env.json (``distributed``); returns them."""
+        from medfm.core.distributed import layout
+
+        self.layout = layout(accelerator)
+        env_path = self.dir / "env.json"
+        if self.is_main and env_path.is_file():
+            env = json.loads(env_path.read_text())
+            env["distributed"] = self.layout
+            atomic_write_json(env_path, env)
+        return self.layout
 
     # -- outputs -------------------------------------------------------------------------------------------------
     def path(self, *parts: str) -> Path:

@@ -24,7 +24,7 @@ def trained(tmp_path_factory):
 def test_train_resume_card_and_stage2(trained):
     root, ckpt = trained
     s1 = ckpt.parent.parent
-    assert json.loads((s1 / "checkpoints" / "last" / "step.json").read_text())["step"] == 4
+    assert json.loads((s1 / "checkpoints" / "last" / "trainer_state.json").read_text())["step"] == 4
     # rerun into the same dir with more steps: resumes at 4 and continues to 6
     assert main(["medvae", "train", "--config", "preset:tiny", "--output_dir", str(s1), "--device", "cpu",
                  "--optim.steps", "6"]) == 0  # fmt: skip

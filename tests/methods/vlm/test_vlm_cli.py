@@ -28,7 +28,7 @@ def test_cli_every_verb_on_the_tiny_preset(phantoms, tmp_path):
     assert main(["vlm", "train", *common, "--dry_run", "true"]) == 0
     assert not (run / "checkpoints").exists()
     assert main(["vlm", "train", *common, "--train.steps", "2"]) == 0
-    assert json.loads((run / "checkpoints" / "last" / "step.json").read_text())["step"] == 2
+    assert json.loads((run / "checkpoints" / "last" / "trainer_state.json").read_text())["step"] == 2
     assert main(["vlm", "train", *common, "--train.steps", "3"]) == 0  # same run dir: resumes at step 2
     res = json.loads((run / "results.json").read_text())
     assert res["meta"]["resumed_from"] == 2 and res["metrics"]["train_samples_per_s"]["value"] > 0

@@ -1,9 +1,9 @@
 """``medfm medvae train``: stage 1 (autoencoder) and stage 2 (2D projection head / 3D volumetric fine-tuning).
 
 The loop is written once against Hugging Face Accelerate (mixed precision, gradient accumulation, devices) and
-is resumable: every ``optim.checkpoint_every`` steps ``accelerator.save_state`` writes model, optimizers and
-step into ``<run>/checkpoints/last`` (atomically, via a temporary directory), and a rerun with the same
-``--output_dir`` continues from it. The final model is a ``save_pretrained`` directory with a model card in
+is resumable through :mod:`medfm.core.training` (``<run>/checkpoints/last`` every ``optim.checkpoint_every`` steps;
+a rerun with the same ``--output_dir`` continues from it). Under ``torchrun``/``accelerate launch`` each process
+takes ``optim.batch_size`` items per step (global batch = batch_size x processes). The final model is a ``save_pretrained`` directory with a model card in
 ``<run>/checkpoints/final``.
 
 Stage 1 alternates generator and discriminator updates on even/odd steps once the discriminator is on (as the
@@ -14,7 +14,6 @@ the image with its embedding of the projected latent; stage 2 in 3D continues th
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -24,7 +23,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from medfm.core.errors import UsageError
-from medfm.core.runs import Run, progress, resolve_device
+from medfm.core.runs import Run
+from medfm.core.training import Checkpointer, average_gradients, fit
 from medfm.methods.medvae.config import TrainConfig
 from medfm.methods.medvae.data import Item, fit_to, load_items, split_items
 
@@ -51,11 +51,10 @@ class ImageDataset(Dataset):
         return t.expand(self.in_channels, *t.shape[1:]).clone() if self.in_channels > 1 else t
 
 
-def make_accelerator(device: str, mixed_precision: str = "no", grad_accum: int = 1):
-    from accelerate import Accelerator
+def make_accelerator(device: str, mixed_precision: str = "no", grad_accum: int = 1, global_batch: int | None = None):
+    from medfm.core.training import make_accelerator as make
 
-    dev = resolve_device(device)
-    return Accelerator(cpu=dev == "cpu", mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum)
+    return make(device, mixed_precision, grad_accum, global_batch=global_batch)
 
 
 def _cycle(loader: DataLoader):
@@ -63,25 +62,36 @@ def _cycle(loader: DataLoader):
         yield from loader
 
 
-def _save_last(accelerator: Any, run: Run, step: int) -> None:
-    from medfm.core.files import atomic_dir
+class _GeneratorObjective(torch.nn.Module):
+    """Stage-1 autoencoder objective as one module, so DistributedDataParallel sees the forward whose
+    backward it synchronises. The criterion (and its discriminator, frozen during this pass) is held
+    outside the module tree: its parameters get no gradient here and must not be DDP's to wait for."""
 
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        with atomic_dir(run.dir / "checkpoints" / "last") as tmp:
-            accelerator.save_state(str(tmp), safe_serialization=True)
-            (tmp / "step.json").write_text(json.dumps({"step": step}))
+    def __init__(self, model: Any, criterion: Any):
+        super().__init__()
+        self.model = model
+        self.__dict__["criterion"] = criterion
+
+    def forward(self, x: torch.Tensor, step: int, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        rec, mean, logvar = self.model(x)
+        return self.criterion.generator_loss(x, rec, mean, logvar, step, self.model.last_layer(), gen)
 
 
-def _resume(accelerator: Any, run: Run) -> int:
-    last = run.dir / "checkpoints" / "last"
-    if not (last / "step.json").is_file():
-        return 0
-    accelerator.load_state(str(last))
-    step = int(json.loads((last / "step.json").read_text())["step"])
-    run.metrics.truncate_after(step)
-    log.info("resumed from %s at step %d", last, step)
-    return step
+class _ProjectionObjective(torch.nn.Module):
+    """Stage-2 (2D) objective as one module: the frozen autoencoder encodes, the projection head (the only
+    trainable part) projects, the frozen teacher compares; DDP syncs the head's gradients."""
+
+    def __init__(self, model: Any, teacher: Any):
+        super().__init__()
+        self.model = model
+        self.__dict__["teacher"] = teacher
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from medfm.methods.medvae.losses import stage2_loss
+
+        with torch.no_grad():
+            z = self.model.encode(x)
+        return stage2_loss(self.teacher.embed_image, self.teacher.embed_latent, x, self.model.project(z))
 
 
 def data_items(cfg: TrainConfig, dims: int) -> list[Item]:
@@ -156,48 +166,62 @@ def _train_stage1(cfg: TrainConfig, run: Run, model: Any, items: list[Item], dim
                            lc.adversarial_weight, lc.disc_start, lc.disc_channels, lc.disc_layers,
                            lc.consistency_weight, lc.slices_per_axis, teacher)  # fmt: skip
     o = cfg.optim
+    for p in model.projection_parameters():  # stage 1 does not train the stage-2 head: DDP must not wait for it
+        p.requires_grad_(False)
     opt_ae = torch.optim.Adam(model.autoencoder_parameters(), lr=o.lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(criterion.discriminator.parameters(), lr=o.lr, betas=(0.5, 0.9))
     ds = ImageDataset(items, in_ch, cfg.data.patch if dims == 3 else None, cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(ds, batch_size=min(o.batch_size, len(ds)), shuffle=True, drop_last=True, generator=gen,
                         num_workers=o.num_workers)  # fmt: skip
-    acc = make_accelerator(cfg.device, o.mixed_precision, o.grad_accum)
-    model, criterion, opt_ae, opt_d, loader = acc.prepare(model, criterion, opt_ae, opt_d, loader)
+    acc = make_accelerator(cfg.device, o.mixed_precision, o.grad_accum, loader.batch_size)
+    run.record_layout(acc)
+    criterion.to(acc.device)
+    # The discriminator is not DDP-wrapped (two forward passes per backward, with batch norm, as the original):
+    # its gradients are averaged over processes explicitly after each discriminator backward.
+    objective, opt_ae, opt_d, loader = acc.prepare(_GeneratorObjective(model, criterion), opt_ae, opt_d, loader)
     if t is not None:  # the criterion holds only the bound method t.embed_image, which prepare() does not move
         t.to(acc.device)
-    start = _resume(acc, run)
-    raw = acc.unwrap_model(model)
-    crit = acc.unwrap_model(criterion)
+    ckpt = Checkpointer(run.dir, acc, run.metrics)
+    resumed = ckpt.load()
+    start = resumed.step if resumed else 0
+    raw = model
+    if resumed and "discriminator" in resumed.state.get("modules", []):
+        criterion.discriminator.load_state_dict({k[len("discriminator.") :]: v for k, v in resumed.tensors.items()})
     batches = _cycle(loader)
     lgen = torch.Generator().manual_seed(cfg.seed + 1)
-    logs: dict[str, float] = {}
-    model.train()
-    for step in progress(range(start, o.steps), desc="medvae stage 1", total=o.steps - start, initial=start):
+    objective.train()
+    criterion.train()
+
+    def step_fn(step: int) -> dict[str, float]:
         x = next(batches)
-        disc_turn = step >= lc.disc_start and lc.adversarial_weight > 0 and step % 2 == 1
-        with acc.accumulate(model):
-            rec, mean, logvar = model(x)
-            if disc_turn:
-                loss, logs = crit.discriminator_loss(x, rec, lgen)
-                acc.backward(loss)
-                opt_d.step()
-                opt_d.zero_grad()
-            else:
-                loss, logs = crit.generator_loss(x, rec, mean, logvar, step, raw.last_layer(), lgen)
-                acc.backward(loss)
-                opt_ae.step()
-                opt_ae.zero_grad()
-                opt_d.zero_grad()
-        if (step + 1) % o.log_every == 0 or step + 1 == o.steps:
-            run.metrics.log(step + 1, **logs)
-        if (step + 1) % o.checkpoint_every == 0 or step + 1 == o.steps:
-            _save_last(acc, run, step + 1)
+        if step >= lc.disc_start and lc.adversarial_weight > 0 and step % 2 == 1:  # discriminator turn
+            with torch.no_grad():
+                rec, _, _ = raw(x)
+            loss, logs = criterion.discriminator_loss(x, rec, lgen)
+            acc.backward(loss)  # one discriminator update per turn (no accumulation across alternating steps)
+            average_gradients(criterion.discriminator.parameters(), acc)
+            opt_d.step()
+            opt_d.zero_grad()
+            return logs
+        with acc.accumulate(objective):
+            loss, logs = objective(x, step, lgen)
+            acc.backward(loss)
+            opt_ae.step()
+            opt_ae.zero_grad()
+            opt_d.zero_grad()
+        return logs
+
+    logs = fit(step_fn, steps=o.steps, start=start, checkpointer=ckpt, metrics=run.metrics, log_every=o.log_every,
+               checkpoint_every=o.checkpoint_every, desc="medvae stage 1",
+               state_fn=lambda: {"modules": ["discriminator"]},
+               tensors_fn=lambda: {f"discriminator.{k}": v for k, v in criterion.discriminator.state_dict().items()})  # fmt: skip
+    for p in model.projection_parameters():
+        p.requires_grad_(True)
     return logs
 
 
 def _train_stage2(cfg: TrainConfig, run: Run, model: Any, items: list[Item]) -> dict[str, float]:
-    from medfm.methods.medvae.losses import stage2_loss
     from medfm.methods.medvae.teacher import build_teacher
 
     teacher = build_teacher(cfg.teacher.encoder, cfg.teacher.image_size, cfg.teacher.latent_scale)
@@ -209,29 +233,29 @@ def _train_stage2(cfg: TrainConfig, run: Run, model: Any, items: list[Item]) -> 
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(ds, batch_size=min(o.batch_size, len(ds)), shuffle=True, drop_last=True, generator=gen,
                         num_workers=o.num_workers)  # fmt: skip
-    acc = make_accelerator(cfg.device, o.mixed_precision, o.grad_accum)
-    model, teacher, opt, loader = acc.prepare(model, teacher, opt, loader)
-    start = _resume(acc, run)
-    raw = acc.unwrap_model(model)
-    tea = acc.unwrap_model(teacher)
+    acc = make_accelerator(cfg.device, o.mixed_precision, o.grad_accum, loader.batch_size)
+    run.record_layout(acc)
+    teacher.requires_grad_(False)
+    teacher.to(acc.device)
+    objective, opt, loader = acc.prepare(_ProjectionObjective(model, teacher), opt, loader)
+    ckpt = Checkpointer(run.dir, acc, run.metrics)
+    resumed = ckpt.load()
+    start = resumed.step if resumed else 0
     batches = _cycle(loader)
-    logs: dict[str, float] = {}
-    raw.eval()  # frozen encoder/decoder; the head has no norm/dropout
-    for step in progress(range(start, o.steps), desc="medvae stage 2", total=o.steps - start, initial=start):
+    model.eval()  # frozen encoder/decoder; the head has no norm/dropout
+
+    def step_fn(step: int) -> dict[str, float]:
         x = next(batches)
-        with acc.accumulate(model):
-            with torch.no_grad():
-                z = raw.encode(x)
-            loss = stage2_loss(tea.embed_image, tea.embed_latent, x, raw.project(z))
+        with acc.accumulate(objective):
+            loss = objective(x)
             acc.backward(loss)
             opt.step()
             opt.zero_grad()
-        logs = {"stage2_loss": float(loss.detach())}
-        if (step + 1) % o.log_every == 0 or step + 1 == o.steps:
-            run.metrics.log(step + 1, **logs)
-        if (step + 1) % o.checkpoint_every == 0 or step + 1 == o.steps:
-            _save_last(acc, run, step + 1)
-    for p in raw.autoencoder_parameters():
+        return {"stage2_loss": float(loss.detach())}
+
+    logs = fit(step_fn, steps=o.steps, start=start, checkpointer=ckpt, metrics=run.metrics, log_every=o.log_every,
+               checkpoint_every=o.checkpoint_every, desc="medvae stage 2")  # fmt: skip
+    for p in model.autoencoder_parameters():
         p.requires_grad_(True)
     return logs
 

@@ -3,13 +3,13 @@
 The loss is the causal LM's next-token cross-entropy on the assistant answer only (prompt, image placeholders
 and padding are masked with -100 by :class:`~medfm.methods.vlm.data.VLMCollator`). Batches are drawn with a
 generator seeded by ``(seed, step)``, so a resumed run sees the same batches it would have seen uninterrupted.
-Every ``checkpoint_every`` steps ``<run>/checkpoints/last`` is replaced atomically by Accelerate's state (model,
-optimizer, scheduler, RNG) plus ``step.json``; rerunning with the same ``--output_dir`` resumes from it.
+``batch_size`` is the global batch: under ``torchrun``/``accelerate launch`` each of N processes takes 1/N of it,
+so N processes see the same examples per step as one. Checkpoints and resume go through
+:mod:`medfm.core.training` (``<run>/checkpoints/last`` every ``checkpoint_every`` steps).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -55,12 +55,32 @@ def set_trainable(model: Any, opts: TrainOptions) -> Any:
     if not opts.freeze_tower:
         for p in base.model.vision_tower.parameters():
             p.requires_grad = True
+        for p in unused_tower_parameters(base):
+            p.requires_grad = False
     if opts.lm_mode == "full":
         for p in base.model.language_model.parameters():
             p.requires_grad = True
         for p in base.lm_head.parameters():
             p.requires_grad = True
     return model
+
+
+def unused_tower_parameters(model: Any) -> list[Any]:
+    """Tower parameters that never reach the LM: LLaVA reads ``hidden_states[vision_feature_layer]``, so the
+    encoder layers after that one, the post-layernorm and SigLIP's pooling head get no gradient. They stay
+    frozen: training them does nothing, and under DDP a parameter without gradient stalls the reduction."""
+    tower = model.model.vision_tower
+    vm = getattr(tower, "vision_model", tower)
+    layers = list(vm.encoder.layers)
+    fl = model.config.vision_feature_layer
+    fl = fl[-1] if isinstance(fl, list | tuple) else int(fl)
+    used = fl % (len(layers) + 1)  # hidden_states has len(layers) + 1 entries (embeddings first)
+    out = [p for layer in layers[used:] for p in layer.parameters()]
+    for name in ("post_layernorm", "head"):
+        mod = getattr(vm, name, None)
+        if isinstance(mod, __import__("torch").nn.Module):
+            out += list(mod.parameters())
+    return out
 
 
 def _param_groups(model: Any, opts: TrainOptions) -> list[dict[str, Any]]:
@@ -140,10 +160,8 @@ def train_sft(
     The returned ``model`` has LoRA adapters merged when ``opts.merge_lora``.
     """
     import torch
-    from accelerate import Accelerator
 
-    from medfm.core.files import atomic_dir, atomic_write_json
-    from medfm.core.runs import progress
+    from medfm.core.training import Checkpointer, fit, make_accelerator, shard
 
     if not examples:
         raise DataError("no training examples; give --data.reports and/or --data.vqa with rows of --data.split")
@@ -155,51 +173,38 @@ def train_sft(
             raise DataError(f"example {ex.id}: empty answer/report; SFT needs a target text")
     model = set_trainable(model, opts)
     model.train()
-    cpu = device == "cpu"
-    acc = Accelerator(gradient_accumulation_steps=opts.grad_accum, mixed_precision=opts.mixed_precision, cpu=cpu)
+    acc = make_accelerator(device, opts.mixed_precision, opts.grad_accum, global_batch=opts.batch_size)
     optim = torch.optim.AdamW(_param_groups(model, opts), weight_decay=opts.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, _lr_lambda(opts.warmup_steps, opts.steps))
     model, optim, sched = acc.prepare(model, optim, sched)
-    acc.register_for_checkpointing(sched)
-    start = 0
-    last = Path(run_dir) / "checkpoints" / "last" if run_dir else None
-    if last is not None and (last / "step.json").is_file():
-        acc.load_state(str(last))
-        start = int(json.loads((last / "step.json").read_text())["step"])
-        log.info("resuming from %s at step %d", last, start)
-    n_micro = opts.steps * opts.grad_accum
+    ckpt = Checkpointer(run_dir, acc, metrics_log)
+    resumed = ckpt.load()
+    start = resumed.step if resumed else 0
     t0 = time.perf_counter()
     seen = 0
     losses: list[float] = []
-    for micro in progress(
-        range(start * opts.grad_accum, n_micro), desc="vlm sft", total=n_micro - start * opts.grad_accum
-    ):
-        step = micro // opts.grad_accum
-        idx = batch_indices(len(examples), opts.batch_size, seed, micro)
-        batch = {k: v.to(acc.device) for k, v in collate([examples[i] for i in idx]).items()}
-        with acc.accumulate(model):
-            loss = sft_loss(model, batch)
-            acc.backward(loss)
-            optim.step()
-            sched.step()
-            optim.zero_grad()
-        seen += len(idx)
-        losses.append(float(loss.detach()))
-        done = step + 1
-        if (micro + 1) % opts.grad_accum:
-            continue
-        if metrics_log is not None and (done % max(1, opts.log_every) == 0 or done == opts.steps):
-            recent = losses[-opts.log_every * opts.grad_accum :]
-            metrics_log.log(done, loss=sum(recent) / len(recent), lr=sched.get_last_lr()[0])
-        if last is not None and opts.checkpoint_every > 0 and done % opts.checkpoint_every == 0 and done < opts.steps:
-            with atomic_dir(last) as tmp:
-                acc.save_state(str(tmp))
-                atomic_write_json(tmp / "step.json", {"step": done})
+
+    def step_fn(step: int) -> dict[str, float]:
+        nonlocal seen
+        for micro in range(step * opts.grad_accum, (step + 1) * opts.grad_accum):
+            # the global batch of this micro-step, the same on every process; each takes its own shard
+            idx = shard(batch_indices(len(examples), opts.batch_size, seed, micro), acc)
+            batch = {k: v.to(acc.device) for k, v in collate([examples[i] for i in idx]).items()}
+            with acc.accumulate(model):
+                loss = sft_loss(model, batch)
+                acc.backward(loss)
+                optim.step()
+                sched.step()
+                optim.zero_grad()
+            seen += opts.batch_size
+            losses.append(float(acc.reduce(loss.detach(), reduction="mean")))
+        recent = losses[-max(1, opts.log_every) * opts.grad_accum :]
+        return {"loss": sum(recent) / len(recent), "lr": sched.get_last_lr()[0]}
+
+    fit(step_fn, steps=opts.steps, start=start, checkpointer=ckpt if run_dir and opts.checkpoint_every > 0 else None,
+        metrics=metrics_log, log_every=opts.log_every, checkpoint_every=opts.checkpoint_every,
+        desc="vlm sft")  # fmt: skip
     seconds = time.perf_counter() - t0
-    if last is not None and opts.checkpoint_every > 0 and start < opts.steps:
-        with atomic_dir(last) as tmp:
-            acc.save_state(str(tmp))
-            atomic_write_json(tmp / "step.json", {"step": opts.steps})
     model = acc.unwrap_model(model)
     if opts.lm_mode == "lora" and opts.merge_lora:
         model = model.merge_and_unload()
