@@ -10,7 +10,7 @@ import torch
 
 from medfm.core.files import atomic_dir, atomic_write_text
 from medfm.core.results import MetricsLog
-from medfm.core.training import STATE_FILE, CheckpointError, Checkpointer, fit, make_accelerator, shard
+from medfm.core.training import STATE_FILE, Checkpointer, CheckpointError, fit, make_accelerator, shard
 
 
 def _acc_and_model(seed: int = 0):

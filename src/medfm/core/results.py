@@ -184,9 +184,12 @@ class MetricsLog:
     skips a torn last line. On resume, lines past the resumed step are dropped by :meth:`truncate_after`.
     """
 
-    def __init__(self, path: str | Path, enabled: bool = True):
+    def __init__(self, path: str | Path, enabled: bool | None = None):
+        from medfm.core.distributed import is_main_process
+
         self.path = Path(path)
-        self.enabled = enabled  # False on non-main processes of a multi-process run: one writer
+        # one writer: by default only the main process of a multi-process run logs
+        self.enabled = is_main_process() if enabled is None else enabled
 
     def log(self, step: int, **values: Any) -> None:
         if not self.enabled:

@@ -47,13 +47,19 @@ def test_pretrain_card_validates_and_resume(runs, capsys):
     card = json.loads((final / "card.json").read_text())
     assert card["training"]["paradigm"] == ["self-supervised-mask-guided"]
     assert card["data"]["annotation"] == "automatic" and card["training"]["steps"] == 3
-    assert (root / "pre" / "checkpoints" / "last" / "state.pt").is_file()  # saved at step 2
-    # rerunning into the same directory resumes from step 2 and only runs the last step
+    ck = root / "pre" / "checkpoints"
+    assert json.loads((ck / "last" / "trainer_state.json").read_text())["step"] == 3  # the end of the run
+    assert json.loads((ck / "previous" / "trainer_state.json").read_text())["step"] == 2  # checkpoint_every 2
+    # as if killed after the step-2 checkpoint: rerunning resumes from step 2 and runs only step 3
+    import shutil
+
+    shutil.rmtree(ck / "last")
+    (ck / "previous").rename(ck / "last")
     assert main(args) == 0
     steps = [json.loads(line)["step"] for line in (root / "pre" / "metrics.jsonl").read_text().splitlines()]
-    assert steps == sorted(set(steps))
+    assert steps == sorted(set(steps)) and steps[-1] == 3  # the steps logged after step 2 are not doubled
     log_lines = (root / "pre" / "log.txt").read_text().splitlines()
-    assert any("resumed pretraining" in line and line.endswith("at step 2") for line in log_lines)
+    assert any("resumed from" in line and line.endswith("at step 2") for line in log_lines)
     res = json.loads((root / "pre" / "results.json").read_text())
     assert res["metrics"]["steps_per_second"]["n"] == 1  # the rate counts only the step this invocation ran
 

@@ -54,7 +54,7 @@ def test_train_evaluate_card_smoke(tmp_path):
             "--output_dir", str(d), "--limit", "20", "--device", "cpu"]  # fmt: skip
     assert main(args) == 0
     final = d / "checkpoints" / "final"
-    assert (final / "srrg.json").is_file() and (d / "checkpoints" / "last" / "step.json").is_file()
+    assert (final / "srrg.json").is_file() and (d / "checkpoints" / "last" / "trainer_state.json").is_file()
     assert main(["card", "validate", str(final)]) == 0
     from medfm.methods.srrg.classifier import FindingClassifier
 

@@ -204,16 +204,19 @@ def sample_training_crop(case: Case, structures: dict[str, int], crop: int, fg_p
 
 
 def finetune(model: IrisNet, train_cases: list[Case], structures: dict[str, int], opts: Any, seed: int = 0,
-             device: str = "cpu", metrics: Any = None) -> PromptedIris:  # fmt: skip
+             device: str = "cpu", metrics: Any = None, run_dir: Any = None) -> PromptedIris:  # fmt: skip
     """Fine-tune ``model`` and class prompts on labelled ``train_cases`` (spec A6 MASS-FT; Dice + BCE, AdamW, cosine).
 
     Args:
         opts: a :class:`~medfm.methods.mass.config.FinetuneConfig` (steps, batch_size, lr, weight_decay, crop,
             foreground_prob, mode).
-    """
-    from accelerate import Accelerator
+        run_dir: where checkpoints go (``<run_dir>/checkpoints``; every 50 steps and at the end) and are resumed
+            from; None trains without checkpoints.
 
-    from medfm.core.runs import progress
+    ``batch_size`` is the global batch: every process draws the same crops from the shared RNG and trains on its
+    share.
+    """
+    from medfm.core.training import Checkpointer, fit, make_accelerator, shard
     from medfm.methods.mass.losses import mass_loss
 
     for c in train_cases:
@@ -231,26 +234,34 @@ def finetune(model: IrisNet, train_cases: list[Case], structures: dict[str, int]
     params = [p for p in prompted.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(opts.steps, 1))
-    accelerator = Accelerator(cpu=device == "cpu")
+    accelerator = make_accelerator(device, global_batch=opts.batch_size)
     prompted, opt, sched = accelerator.prepare(prompted, opt, sched)
     rng = np.random.default_rng(seed)
+    ckpt = Checkpointer(run_dir, accelerator, metrics)
+    resumed = ckpt.load()
+    if resumed is not None:
+        rng.bit_generator.state = resumed.state["rng"]
     fg = [foreground_voxels(c, structures) for c in train_cases]  # once, not per sampled crop
     prompted.train()
-    for step in progress(range(opts.steps), desc="finetune", total=opts.steps):
+
+    def step_fn(step: int) -> dict[str, float]:
         parts = []
         for _ in range(opts.batch_size):  # case pick and crop draws interleaved on one rng
             i = int(rng.integers(0, len(train_cases)))
             parts.append(sample_training_crop(train_cases[i], structures, opts.crop, opts.foreground_prob, rng, fg[i]))
-        x = torch.stack([p[0] for p in parts]).to(accelerator.device)
-        y = torch.stack([p[1] for p in parts]).to(accelerator.device)
+        mine = shard(parts, accelerator)
+        x = torch.stack([p[0] for p in mine]).to(accelerator.device)
+        y = torch.stack([p[1] for p in mine]).to(accelerator.device)
         loss = mass_loss(prompted(x), y)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         opt.zero_grad()
-        if metrics is not None and ((step + 1) % 10 == 0 or step + 1 == opts.steps):
-            metrics.log(step + 1, loss=float(loss.detach()))
+        return {"loss": float(accelerator.reduce(loss.detach(), reduction="mean"))}
+
+    fit(step_fn, steps=opts.steps, start=resumed.step if resumed else 0, checkpointer=ckpt, metrics=metrics,
+        log_every=10, checkpoint_every=50, desc="finetune", state_fn=lambda: {"rng": rng.bit_generator.state})  # fmt: skip
     out = accelerator.unwrap_model(prompted)
     out.eval()
     return out

@@ -6,8 +6,8 @@ final decoder map by a 1x1 conv, L1 on the masked voxels).
 The loop is written against Hugging Face Accelerate (device placement, mixed precision, gradient accumulation),
 uses LAMB (timm) or AdamW, a one-cycle schedule, gradient clipping and an EMA of the weights (the EMA weights are
 saved and evaluated). Every ``checkpoint_every`` steps the full state (model, auxiliary heads, optimizer, scheduler,
-EMA, sampler RNG, step) is written atomically to ``<run>/checkpoints/last``; rerunning with the same
-``--output_dir`` resumes from it.
+EMA, sampler RNG, step) is saved through :mod:`medfm.core.training`; rerunning with the same ``--output_dir``
+resumes from it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from medfm.core.files import atomic_dir
 from medfm.methods.mass.losses import mass_loss, nt_xent
 from medfm.methods.mass.model import IrisNet, build_model
 from medfm.methods.mass.sampling import TwoViewSampler, random_cube_mask
@@ -55,108 +54,120 @@ class AuxHeads(nn.Module):
         self.reconstruct = nn.Conv3d(channels[0], 1, 1)
 
 
+class PretextObjective(nn.Module):
+    """The pretext loss of ``task.objective`` as one module: the network plus the one head that objective uses.
+
+    Distributed data parallelism wraps this module, so it holds exactly the parameters that get gradients (the
+    SimCLR projector is not part of the MASS or MIM objective, nor the MIM head of the others).
+    """
+
+    def __init__(self, model: IrisNet, aux: AuxHeads, task: Any):
+        super().__init__()
+        self.model, self.objective, self.temperature = model, task.objective, task.temperature
+        if task.objective == "simclr":
+            self.projector = aux.projector
+        elif task.objective == "mim":
+            self.reconstruct = aux.reconstruct
+        elif task.objective != "mass":
+            raise ValueError(f"unknown objective {task.objective!r}")
+
+    def forward(self, batch: dict[str, torch.Tensor], hole: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss of a batch (``target_image``/``ref_image`` ``(B, 1, X, Y, Z)``, masks ``(B, K, X, Y, Z)``); ``hole``
+        ``(B, 1, X, Y, Z)`` is MIM's mask of zeroed cubes."""
+        if self.objective == "mass":
+            logits = self.model(batch["target_image"], batch["ref_image"], batch["ref_masks"])
+            return mass_loss(logits, batch["target_masks"])
+        if self.objective == "simclr":
+            z = [self.projector(self.model.encode(batch[k])[-1].mean(dim=(2, 3, 4))) for k in ("ref_image", "target_image")]  # fmt: skip
+            return nt_xent(z[0], z[1], self.temperature)
+        x = batch["target_image"]
+        assert hole is not None
+        final, _ = self.model.decode(self.model.encode(x * (1 - hole)), None)
+        err = (self.reconstruct(final) - x).abs() * hole
+        return err.sum() / hole.sum().clamp_min(1.0)
+
+
 def pretext_loss(model: IrisNet, aux: AuxHeads, batch: dict[str, torch.Tensor], task: Any,
                  rng: np.random.Generator) -> torch.Tensor:  # fmt: skip
-    """Loss of one batch for ``task.objective`` in {mass, simclr, mim}."""
-    if task.objective == "mass":
-        logits = model(batch["target_image"], batch["ref_image"], batch["ref_masks"])
-        return mass_loss(logits, batch["target_masks"])
-    if task.objective == "simclr":
-        z = [aux.projector(model.encode(batch[k])[-1].mean(dim=(2, 3, 4))) for k in ("ref_image", "target_image")]
-        return nt_xent(z[0], z[1], task.temperature)
-    if task.objective == "mim":
-        x = batch["target_image"]
-        hole = torch.stack([random_cube_mask(x.shape[2:], task.mim_patch, task.mim_ratio, rng) for _ in x]).to(x)
-        final, _ = model.decode(model.encode(x * (1 - hole)), None)
-        err = (aux.reconstruct(final) - x).abs() * hole
-        return err.sum() / hole.sum().clamp_min(1.0)
-    raise ValueError(f"unknown objective {task.objective!r}")
+    """Loss of one batch for ``task.objective`` in {mass, simclr, mim} (single process; see :class:`PretextObjective`)."""
+    return PretextObjective(model, aux, task)(batch, mim_holes(batch, task, rng))
 
 
-def save_state(path: Path, state: dict[str, Any]) -> None:
-    with atomic_dir(path) as tmp:
-        torch.save(state, tmp / "state.pt")
-
-
-def load_state(path: Path) -> dict[str, Any] | None:
-    f = path / "state.pt"
-    return torch.load(f, map_location="cpu", weights_only=True) if f.is_file() else None
+def mim_holes(batch: dict[str, torch.Tensor], task: Any, rng: np.random.Generator) -> torch.Tensor | None:
+    """MIM's random cube masks for the batch's target views (None for the other objectives)."""
+    if task.objective != "mim":
+        return None
+    x = batch["target_image"]
+    return torch.stack([random_cube_mask(x.shape[2:], task.mim_patch, task.mim_ratio, rng) for _ in x]).to(x)
 
 
 def pretrain(cases: list, cfg: Any, run_dir: Path, device: str = "cpu") -> dict[str, Any]:
     """Run pretraining; returns ``{"model": EMA IrisNet, "steps", "steps_run", "samples_seen", "seconds", "loss_last",
     "sample_seconds", "step_seconds", "k"}``. ``steps`` and ``samples_seen`` count the whole run (a resumed part
     included); ``steps_run``, ``seconds`` and the sample/step seconds only this call (for rates and the sampling
-    share)."""
-    from accelerate import Accelerator
+    share).
 
+    ``train.batch_size`` is the global batch: every process draws the same batch from the shared sampler RNG
+    and trains on its share of it, so N processes see the same samples per step as one.
+    """
     from medfm.core.results import MetricsLog
-    from medfm.core.runs import progress
+    from medfm.core.training import Checkpointer, fit, make_accelerator, shard
 
     tr, task = cfg.train, cfg.task
     sampler = TwoViewSampler(cases, task.crop, task.crop_margin, task.num_masks, task.min_overlap,
                              task.all_ones_task, task.augment)  # fmt: skip
     model = build_model(cfg.model)
     model.check_size((task.crop,) * 3)
-    aux = AuxHeads(list(cfg.model.channels))
-    params = [p for p in list(model.parameters()) + list(aux.parameters())]
+    objective = PretextObjective(model, AuxHeads(list(cfg.model.channels)), task)
+    params = list(objective.parameters())
     opt = make_optimizer(params, tr.optimizer, tr.lr, tr.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tr.lr, total_steps=max(tr.steps, 1),
                                                 pct_start=tr.pct_start, div_factor=25, final_div_factor=1000)  # fmt: skip
-    accelerator = Accelerator(cpu=device == "cpu", mixed_precision=tr.mixed_precision,
-                              gradient_accumulation_steps=tr.grad_accum)  # fmt: skip
-    model, aux, opt, sched = accelerator.prepare(model, aux, opt, sched)
-    raw_model = accelerator.unwrap_model(model)
-    ema = make_ema(raw_model, tr.ema_decay)
+    accelerator = make_accelerator(device, tr.mixed_precision, tr.grad_accum, global_batch=tr.batch_size)
+    wrapped, opt, sched = accelerator.prepare(objective, opt, sched)
+    ema = make_ema(model, tr.ema_decay)
     rng = np.random.default_rng(int(getattr(cfg, "seed", 0)))
     metrics = MetricsLog(run_dir / "metrics.jsonl")
-    last = run_dir / "checkpoints" / "last"
-    step, samples = 0, 0
-    state = load_state(last)
-    if state is not None:
-        raw_model.load_state_dict(state["model"])
-        accelerator.unwrap_model(aux).load_state_dict(state["aux"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        ema.load_state_dict(state["ema"])
-        rng.bit_generator.state = state["rng"]
-        step, samples = int(state["step"]), int(state["samples"])
-        metrics.truncate_after(step)
-        log.info("resumed pretraining from %s at step %d", last, step)
-    t_sample = 0.0
-    loss_val = float("nan")
-    model.train()
+    ckpt = Checkpointer(run_dir, accelerator, metrics)
+    samples = 0
+    resumed = ckpt.load()
+    if resumed is not None:
+        ema.load_state_dict({k[len("ema.") :]: v for k, v in resumed.tensors.items() if k.startswith("ema.")})
+        rng.bit_generator.state = resumed.state["rng"]
+        samples = int(resumed.state["samples"])
+    first = resumed.step if resumed else 0
+    timing = {"sample": 0.0}
+    wrapped.train()
     start = time.perf_counter()
-    first = step
-    for step in progress(range(first, tr.steps), desc=f"pretrain[{task.objective}]", total=tr.steps, initial=first):
-        t0 = time.perf_counter()
+
+    def step_fn(step: int) -> dict[str, float]:
+        nonlocal samples
         for _ in range(tr.grad_accum):
-            batch = {k: v.to(accelerator.device) for k, v in sampler.sample(rng, tr.batch_size).items()}
-            t_sample += time.perf_counter() - t0
-            with accelerator.accumulate(model):
-                loss = pretext_loss(model, aux, batch, task, rng)
+            t0 = time.perf_counter()
+            batch = sampler.sample(rng, tr.batch_size)  # the global batch, identical on every process
+            hole = mim_holes(batch, task, rng)
+            mine = {k: shard(v, accelerator).to(accelerator.device) for k, v in batch.items()}
+            hole = shard(hole, accelerator).to(accelerator.device) if hole is not None else None
+            timing["sample"] += time.perf_counter() - t0
+            with accelerator.accumulate(wrapped):
+                loss = wrapped(mine, hole)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and tr.grad_clip > 0:
                     accelerator.clip_grad_norm_(params, tr.grad_clip)
                 opt.step()
-                if accelerator.sync_gradients:
-                    sched.step()
+                sched.step()
                 opt.zero_grad()
             samples += tr.batch_size
-            t0 = time.perf_counter()
-        ema.update_parameters(raw_model)
-        loss_val = float(loss.detach())
-        if (step + 1) % tr.log_every == 0 or step + 1 == tr.steps:
-            metrics.log(step + 1, loss=loss_val, lr=sched.get_last_lr()[0])
-        if tr.checkpoint_every and (step + 1) % tr.checkpoint_every == 0 and step + 1 < tr.steps:
-            save_state(last, {
-                "model": raw_model.state_dict(), "aux": accelerator.unwrap_model(aux).state_dict(),
-                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "ema": ema.state_dict(),
-                "rng": rng.bit_generator.state, "step": step + 1, "samples": samples,
-            })  # fmt: skip
+        ema.update_parameters(model)
+        return {"loss": float(accelerator.reduce(loss.detach(), reduction="mean")), "lr": sched.get_last_lr()[0]}
+
+    logs = fit(step_fn, steps=tr.steps, start=first, checkpointer=ckpt, metrics=metrics, log_every=tr.log_every,
+               checkpoint_every=tr.checkpoint_every, desc=f"pretrain[{task.objective}]",
+               state_fn=lambda: {"rng": rng.bit_generator.state, "samples": samples},
+               tensors_fn=lambda: {f"ema.{k}": v for k, v in ema.state_dict().items()})  # fmt: skip
     seconds = time.perf_counter() - start
     final = ema.module
     final.eval()
     return {"model": final, "steps": tr.steps, "steps_run": tr.steps - first, "samples_seen": samples,
-            "seconds": seconds, "loss_last": loss_val, "sample_seconds": t_sample, "step_seconds": seconds,
-            "k": sampler.k}  # fmt: skip
+            "seconds": seconds, "loss_last": logs.get("loss", float("nan")), "sample_seconds": timing["sample"],
+            "step_seconds": seconds, "k": sampler.k}  # fmt: skip

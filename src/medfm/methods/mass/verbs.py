@@ -307,7 +307,7 @@ def run_finetune(cfg: Any) -> int:
         test = load_cases(cfg.test, cfg.limit)
         structures = structure_ids(list(cfg.eval.structures), train[0].labels)
         t0 = time.perf_counter()
-        prompted = finetune(model, train, structures, cfg, cfg.seed, device, run.metrics)
+        prompted = finetune(model, train, structures, cfg, cfg.seed, device, run.metrics, run_dir=run.dir)
         seconds = time.perf_counter() - t0
         rows = evaluate(prompted.model, prompted.tokens(), test, structures, cfg.crop, cfg.eval.overlap,
                         cfg.eval.threshold, cfg.eval.hd95)  # fmt: skip

@@ -1,14 +1,13 @@
 """Fine-tune the finding classifier (multi-label BCE over the 163 leaves-with-statuses labels) with Accelerate.
 
-The loop is step-based and resumable: every ``save_every`` steps the model, optimizer and step are written
-with ``accelerator.save_state`` into ``<run>/checkpoints/last`` (atomically: temp dir then rename) and reused
-when the same run directory is given again. Batches are drawn from a seeded permutation per epoch, so a
+The loop is step-based and resumable through :mod:`medfm.core.training` (``<run>/checkpoints/last`` every
+``save_every`` steps, reused when the same run directory is given again). ``batch_size`` is the global batch,
+split over the processes of a multi-process launch. Batches are drawn from a seeded permutation per epoch, so a
 resumed run sees exactly the batches an uninterrupted one would.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -34,7 +33,9 @@ class TrainOutcome:
 
 
 def _batches(n: int, batch_size: int, seed: int, start_step: int, steps: int):
-    per_epoch = max(1, int(np.ceil(n / batch_size)))
+    """``(step, global batch indices)``: a seeded permutation per epoch, full batches only (the remainder of an
+    epoch is dropped, so every process of a multi-process run gets its share of every batch)."""
+    per_epoch = max(1, n // batch_size)
     for step in range(start_step, steps):
         epoch, k = divmod(step, per_epoch)
         perm = np.random.default_rng(seed + epoch).permutation(n)
@@ -80,11 +81,10 @@ def train_classifier(
         max_pos_weight: upper clip of the per-label positive weight (negatives / positives) in the BCE loss.
     """
     import torch
-    from accelerate import Accelerator
     from transformers import get_linear_schedule_with_warmup
 
-    from medfm.core.files import atomic_dir
-    from medfm.core.runs import progress
+    from medfm.core.results import MetricsLog
+    from medfm.core.training import Checkpointer, fit, make_accelerator, shard
     from medfm.methods.srrg.classifier import FindingClassifier, load_encoder
 
     run_dir = Path(run_dir)
@@ -96,24 +96,24 @@ def train_classifier(
     # positives by its negative/positive ratio (clipped), the usual remedy for imbalanced multi-label training.
     positives = targets.sum(axis=0)
     pos_weight = np.clip((len(targets) - positives) / np.maximum(positives, 1.0), 1.0, max_pos_weight)
-    acc = Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum)
+    acc = make_accelerator(device, mixed_precision, grad_accum, global_batch=min(batch_size, len(texts)))
     pos_weight_t = torch.from_numpy(pos_weight.astype(np.float32)).to(acc.device)
     head = [p for n, p in model.named_parameters() if n.startswith("classifier")]
     body = [p for n, p in model.named_parameters() if not n.startswith("classifier")]
     opt = torch.optim.AdamW([{"params": body, "lr": lr}, {"params": head, "lr": head_lr}], weight_decay=weight_decay)
     sched = get_linear_schedule_with_warmup(opt, max(1, steps // 20), max(steps, 1))
     model, opt, sched = acc.prepare(model, opt, sched)
-    last = run_dir / "checkpoints" / "last"
-    start = 0
-    if (last / "step.json").is_file():
-        acc.load_state(str(last))
-        start = int(json.loads((last / "step.json").read_text())["step"])
-        log.info("resuming classifier training from step %d (%s)", start, last)
+    metrics = MetricsLog(run_dir / "metrics.jsonl")
+    ckpt = Checkpointer(run_dir, acc, metrics)
+    resumed = ckpt.load()
+    start = resumed.step if resumed else 0
+    batches = _batches(len(texts), batch_size, seed, start, steps)
     model.train()
     t0 = time.perf_counter()
-    loss_value = float("nan")
-    for step, idx in progress(_batches(len(texts), batch_size, seed, start, steps), desc="srrg train",
-                              total=steps - start):  # fmt: skip
+
+    def step_fn(step: int) -> dict[str, float]:
+        _, idx = next(batches)
+        idx = shard(idx, acc)
         enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         enc = {k: v.to(acc.device) for k, v in enc.items()}
         y = torch.from_numpy(targets[idx]).to(acc.device)
@@ -124,17 +124,13 @@ def train_classifier(
             opt.step()
             sched.step()
             opt.zero_grad()
-        loss_value = float(loss.detach())
-        if (step + 1) % 10 == 0 or step + 1 == steps:
-            from medfm.core.results import MetricsLog
+        return {"loss": float(acc.reduce(loss.detach(), reduction="mean")), "lr": sched.get_last_lr()[0]}
 
-            MetricsLog(run_dir / "metrics.jsonl").log(step + 1, loss=loss_value, lr=sched.get_last_lr()[0])
-        if save_every and (step + 1) % save_every == 0 and step + 1 < steps:
-            with atomic_dir(last) as tmp:
-                acc.save_state(str(tmp))
-                (tmp / "step.json").write_text(json.dumps({"step": step + 1}))
+    logs = fit(step_fn, steps=steps, start=start, checkpointer=ckpt, metrics=metrics, log_every=10,
+               checkpoint_every=save_every, desc="srrg train")  # fmt: skip
+    loss_value = logs.get("loss", float("nan"))
     seconds = time.perf_counter() - t0
     model = acc.unwrap_model(model).eval()
     clf = FindingClassifier(model, tok, LEAVES_WITH_STATUSES, threshold=threshold, max_length=max_length,
                             device="cpu" if device == "cpu" else str(acc.device))  # fmt: skip
-    return TrainOutcome(clf, steps, (steps - start) * batch_size, seconds, loss_value)
+    return TrainOutcome(clf, steps, (steps - start) * min(batch_size, len(texts)), seconds, loss_value)
