@@ -268,6 +268,16 @@ class GatheredBatch:
     def ids(self) -> torch.Tensor:
         return torch.cat(self.id_chunks)
 
+    def ordered_like(self, rows: Any) -> GatheredBatch:
+        """The same rows in the order of ``rows`` (the global batch), whatever order processes gathered them in.
+
+        Selection and prototype updates depend on row order; restoring the global order makes the kept set the
+        same on 1 and N processes."""
+        ids = self.ids()
+        pos = {int(r): i for i, r in enumerate(np.asarray(rows).tolist())}
+        order = torch.as_tensor(sorted(range(len(ids)), key=lambda j: pos[int(ids[j])]), dtype=torch.long)
+        return GatheredBatch([torch.cat(self.img)[order]], [torch.cat(self.txt)[order]], [ids[order]])
+
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Stateful curator

@@ -111,13 +111,13 @@ class Trainer:
     """
 
     def __init__(self, cfg: Any, pairs: Any, run_dir: Path | None = None, device: str = "cpu"):
-        from accelerate import Accelerator
+        from medfm.core.training import Checkpointer, make_accelerator
 
         self.cfg = cfg
         self.pairs = pairs
         self.run_dir = Path(run_dir) if run_dir is not None else None
         t = cfg.train
-        self.accelerator = Accelerator(cpu=device == "cpu", mixed_precision=t.mixed_precision)
+        self.accelerator = make_accelerator(device, t.mixed_precision)
         self.model = build_model(cfg.model, cfg.curator.num_prototypes)
         self.raw = self.model
         decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2]
@@ -141,6 +141,7 @@ class Trainer:
         self.metrics_rows: list[dict[str, Any]] = []
         self.metrics_log = None
         self.seconds = 0.0
+        self.checkpointer = Checkpointer(self.run_dir, self.accelerator)
 
     # -- helpers -------------------------------------------------------------------------------------------------
     @property
@@ -163,12 +164,13 @@ class Trainer:
         gb = GatheredBatch()
         mb = self.cfg.train.micro_batch_size
         local = self._local(rows)
-        for i in range(0, len(local), mb):
+        for i in range(0, max(len(local), 1), mb):  # every process runs the same number of gathers
             chunk = local[i : i + mb]
             zi, zt, _ = self._forward(chunk)
-            self.compute.fwd_nograd += len(chunk)
-            gb.add(*self._gather(zi, zt, torch.as_tensor(chunk)))
-        return gb
+            gathered = self._gather(zi, zt, torch.as_tensor(chunk))
+            self.compute.fwd_nograd += len(gathered[2])  # counted over all processes
+            gb.add(*gathered)
+        return gb.ordered_like(rows)
 
     def _gather(self, zi: torch.Tensor, zt: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """All-gather (detached) embeddings and ids across processes, padded to equal sizes then unpadded."""
@@ -237,34 +239,28 @@ class Trainer:
         return self.run_dir / "checkpoints" / "last" if self.run_dir is not None else None
 
     def save_checkpoint(self) -> None:
-        last = self.checkpoint_dir()
-        if last is None:
-            return
-        from medfm.core.files import atomic_dir
-
+        """Model, optimiser, loop state, curator and logged rows (call on every process)."""
         self.state.compute = {**asdict(self.compute)}
-        if self.accelerator.is_main_process:
-            with atomic_dir(last) as tmp:
-                self.accelerator.save_state(str(tmp))
-                torch.save({"state": asdict(self.state), "curator": self.curator.state_dict(),
-                            "metrics": self.metrics_rows}, tmp / "trainer_state.pt")  # fmt: skip
-        self.accelerator.wait_for_everyone()
-        log.info("checkpoint at step %d -> %s", self.state.step, last)
+        cur = self.curator.state_dict()
+        tensors = {"curator.generator": cur.pop("generator")}
+        if cur.get("prototypes") is not None:
+            tensors["curator.prototypes"] = cur.pop("prototypes")
+        cur.pop("prototypes", None)
+        self.checkpointer.save(self.state.step, {"trainer": asdict(self.state), "curator": cur,
+                                                 "metrics": self.metrics_rows}, tensors)  # fmt: skip
 
     def maybe_resume(self) -> bool:
-        last = self.checkpoint_dir()
-        if last is None or not (last / "trainer_state.pt").is_file():
+        resumed = self.checkpointer.load()
+        if resumed is None:
             return False
-        self.accelerator.load_state(str(last))
-        blob = torch.load(last / "trainer_state.pt", map_location="cpu", weights_only=True)
-        self.state = TrainState(**blob["state"])
-        self.curator.load_state_dict(blob["curator"])
+        self.state = TrainState(**resumed.state["trainer"])
+        self.curator.load_state_dict({**resumed.state["curator"], "prototypes": resumed.tensors.get("curator.prototypes"),
+                                      "generator": resumed.tensors["curator.generator"]})  # fmt: skip
         self.compute = ComputeCounter(**self.state.compute) if self.state.compute else ComputeCounter()
-        self.metrics_rows = list(blob.get("metrics", []))
+        self.metrics_rows = list(resumed.state.get("metrics", []))
         if self.curator.prototypes is not None:
             self.raw.prototypes.copy_(self.curator.prototypes)
-        log.info("resumed from %s at step %d (phase %s, epoch %d)", last, self.state.step, self.state.phase,
-                 self.state.epoch)  # fmt: skip
+        log.info("resumed at step %d (phase %s, epoch %d)", self.state.step, self.state.phase, self.state.epoch)
         return True
 
     # -- phases --------------------------------------------------------------------------------------------------
@@ -284,20 +280,25 @@ class Trainer:
         c, t = self.cfg.curator, self.cfg.train
         mode = c.score_pass
         if mode == "auto":
-            mode = "with_grad" if t.micro_batch_size >= t.batch_size and self.world[1] == 1 else "no_grad"
+            # the same choice on 1 and N processes, so that compute counts (and the kept set) do not depend on it
+            mode = "with_grad" if t.micro_batch_size >= t.batch_size else "no_grad"
         local = self._local(rows)
         if mode == "with_grad":
             zi, zt, s = self._forward(local)
-            self.compute.fwd += len(local)
-            self.compute.bwd += len(local)  # autograd back-propagates through every row of the batched graph
-            gi, gt, gids = self._gather(zi, zt, torch.as_tensor(local))
+            self.compute.fwd += len(rows)  # counts are over all processes
+            self.compute.bwd += len(rows)  # autograd back-propagates through every row of the batched graph
+            gb = GatheredBatch()
+            gb.add(*self._gather(zi, zt, torch.as_tensor(local)))
+            gb = gb.ordered_like(rows)
+            gi, gt, gids = gb.img[0], gb.txt[0], gb.ids()
             t0 = time.perf_counter()
             u = joint_features(gi, gt)
             sel = self.curator.select(u)
             keep = sel.keep if t.arm == "curated" else self.curator.random_mask(len(u), sel.n_keep)
             self.compute.curation_seconds += time.perf_counter() - t0
             local_keep = torch.isin(torch.as_tensor(local), gids[keep.to(gids.device)].cpu())
-            loss = self._loss(zi[local_keep], zt[local_keep], s) if bool(local_keep.any()) else self._loss(zi, zt, s)
+            # decided on the global selection (identical on every process); a process may hold none of the kept rows
+            loss = self._loss(zi[local_keep], zt[local_keep], s) if bool(keep.any()) else self._loss(zi, zt, s)
         else:
             gb = self._embed_nograd(rows)
             t0 = time.perf_counter()
@@ -308,8 +309,8 @@ class Trainer:
             kept_rows = gids[keep].numpy() if bool(keep.any()) else gids.numpy()
             local_kept = self._local(kept_rows)
             zi, zt, s = self._forward(local_kept)
-            self.compute.fwd += len(local_kept)
-            self.compute.bwd += len(local_kept)
+            self.compute.fwd += len(kept_rows)
+            self.compute.bwd += len(kept_rows)
             loss = self._loss(zi, zt, s)
         self._opt_step(loss)
         t0 = time.perf_counter()
@@ -324,8 +325,8 @@ class Trainer:
     def _plain_step(self, rows: np.ndarray) -> dict[str, float]:
         local = self._local(rows)
         zi, zt, s = self._forward(local)
-        self.compute.fwd += len(local)
-        self.compute.bwd += len(local)
+        self.compute.fwd += len(rows)
+        self.compute.bwd += len(rows)
         loss = self._loss(zi, zt, s)
         self._opt_step(loss)
         return {"loss": float(loss.detach()), "kept": len(rows), "batch": len(rows)}
@@ -342,6 +343,7 @@ class Trainer:
         from medfm.core.runs import progress
 
         t, c = self.cfg.train, self.cfg.curator
+        self.checkpointer.metrics = metrics_log  # trimmed to the resumed step: no step is logged twice
         self.maybe_resume()
         st = self.state
         t_start = time.perf_counter()
