@@ -286,3 +286,22 @@ def shard(indices: Any, accelerator: Any) -> Any:
     if accelerator is None or accelerator.num_processes <= 1:
         return indices
     return indices[accelerator.process_index :: accelerator.num_processes]
+
+
+def gather_with_grad(x: Any, accelerator: Any) -> Any:
+    """Rows of ``x`` ``(n_r, ...)`` from every process, concatenated in rank order, differentiable.
+
+    Shards may differ in size (padded for the collective, then cut). For losses with in-batch negatives
+    (CLIP): every process computes the loss of the whole global batch, gradients flow back to each
+    process's own rows (the all-gather's backward sums them), and DDP's averaging then yields exactly the
+    single-process gradient. A no-op in one process."""
+    if accelerator is None or accelerator.num_processes <= 1:
+        return x
+    import torch
+    import torch.distributed.nn as dnn
+    import torch.nn.functional as F
+
+    counts = accelerator.gather(torch.tensor([x.shape[0]], device=x.device)).tolist()
+    pad = max(counts) - x.shape[0]
+    xp = F.pad(x, (0, 0) * (x.ndim - 1) + (0, pad)) if pad else x
+    return torch.cat([t[:c] for t, c in zip(dnn.all_gather(xp.contiguous()), counts)])

@@ -29,9 +29,11 @@ def test_cli_discover_mitigate_evaluate_report(audited, tmp_path):
     args = ["ravl", "mitigate", *FT, "--model", model, "--discovery_run", str(disc), "--output_dir", str(mit),
             "--mitigation.save_every", "2"]  # fmt: skip
     assert main([*args, "--mitigation.steps", "3"]) == 0
-    assert (mit / "checkpoints" / "last" / "state.json").is_file()
-    assert main([*args, "--mitigation.steps", "4"]) == 0  # same output_dir: resumes from step 2
-    assert "resumed fine-tuning" in (mit / "log.txt").read_text()
+    assert (mit / "checkpoints" / "last" / "trainer_state.json").is_file()
+    assert main([*args, "--mitigation.steps", "4"]) == 0  # same output_dir: resumes from the step-3 checkpoint
+    assert "at step 3" in (mit / "log.txt").read_text()
+    steps = [json.loads(r)["step"] for r in (mit / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 4
     mres = json.loads((mit / "results.json").read_text())
     assert mres["metrics"]["steps"]["value"] == 4 and mres["metrics"]["spurious_regions"]["value"] > 0
     assert "final_loss_spur" in mres["metrics"]

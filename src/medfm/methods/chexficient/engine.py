@@ -189,18 +189,9 @@ class Trainer:
         world = self.world[1]
         if world == 1:
             return clip_loss(zi, zt, scale)
-        # differentiable all-gather of variable-size shards: pad, gather, unpad
-        import torch.distributed.nn as dnn
+        from medfm.core.training import gather_with_grad
 
-        n = torch.tensor([zi.shape[0]], device=zi.device)
-        counts = self.accelerator.gather(n).tolist()
-        m = max(counts)
-        pad = m - zi.shape[0]
-        zi_p = torch.nn.functional.pad(zi, (0, 0, 0, pad))
-        zt_p = torch.nn.functional.pad(zt, (0, 0, 0, pad))
-        gi = torch.cat([x[:c] for x, c in zip(dnn.all_gather(zi_p), counts)])
-        gt = torch.cat([x[:c] for x, c in zip(dnn.all_gather(zt_p), counts)])
-        return clip_loss(gi, gt, scale)
+        return clip_loss(gather_with_grad(zi, self.accelerator), gather_with_grad(zt, self.accelerator), scale)
 
     def _opt_step(self, loss: torch.Tensor) -> None:
         lr = cosine_lr(self.state.step, max(1, self.state.total_steps), self.cfg.train.lr, self.cfg.train.min_lr,

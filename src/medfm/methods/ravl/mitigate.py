@@ -17,12 +17,13 @@ Methods (``method``):
 Spurious regions of the fine-tuning set are labelled by :func:`label_spurious_regions`: a region is spurious
 when its nearest discovery medoid belongs to a discovered spurious cluster. The loop trains for a fixed number
 of optimiser steps with batches drawn from a generator seeded by ``(seed, step)``, checkpoints every
-``save_every`` steps to ``<run>/checkpoints/last`` (atomic) and resumes from it.
+``save_every`` steps through :mod:`medfm.core.training` and resumes from it. ``batch_size`` is the global batch:
+under N processes each embeds its share and the losses see every process's rows (gathered with gradients), so
+the in-batch negatives, the GroupDRO weights and the gradients are those of one process.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -189,7 +190,7 @@ class Finetuner:
         seed: int = 0,
         device: str = "cpu",
     ):
-        from accelerate import Accelerator
+        from medfm.core.training import Checkpointer, make_accelerator
 
         if opts.method not in METHODS:
             raise UsageError(f"--mitigation.method must be one of {', '.join(METHODS)}, got {opts.method!r}")
@@ -198,8 +199,7 @@ class Finetuner:
         if opts.method == "ravl" and region_spurious is None:
             raise UsageError("method ravl needs spurious region labels (run discover first)")
         self.opts, self.data, self.seed = opts, data, seed
-        self.accelerator = Accelerator(cpu=device == "cpu", mixed_precision=opts.precision,
-                                       gradient_accumulation_steps=max(1, opts.grad_accum))  # fmt: skip
+        self.accelerator = make_accelerator(device, opts.precision, max(1, opts.grad_accum))
         self.model = model
         h, w = data.images.shape[-2:]
         self.boxes, self.owner = flatten_regions(region_boxes_of(data, opts.grid), h, w)
@@ -214,9 +214,12 @@ class Finetuner:
         self.q = torch.full((self.n_groups,), 1.0 / self.n_groups)
         params = [p for n, p in model.named_parameters() if opts.train_logit_scale or "logit_scale" not in n]
         self.optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
-        self.model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
+        # DDP wraps the objective, so its forward (the whole loss) is what gradients are synchronised for
+        self.objective, self.optimizer = self.accelerator.prepare(_Objective(model, self), self.optimizer)
+        self.model = model
         self.step = 0
         self.run_dir = Path(run_dir) if run_dir else None
+        self.checkpointer = Checkpointer(self.run_dir, self.accelerator)
         self.images = torch.from_numpy(data.images)
 
     # -- checkpoints -------------------------------------------------------------------------------------------------
@@ -225,21 +228,13 @@ class Finetuner:
         return self.run_dir / "checkpoints" / "last" if self.run_dir else None
 
     def save_checkpoint(self) -> None:
-        if self.ckpt is None:
-            return
-        from medfm.core.files import atomic_dir
-
-        with atomic_dir(self.ckpt) as tmp:
-            self.accelerator.save_state(str(tmp))
-            (tmp / "state.json").write_text(json.dumps({"step": self.step, "q": self.q.tolist()}))
+        self.checkpointer.save(self.step, {"q": self.q.tolist()})
 
     def maybe_resume(self) -> bool:
-        if self.ckpt is None or not (self.ckpt / "state.json").is_file():
+        resumed = self.checkpointer.load()
+        if resumed is None:
             return False
-        self.accelerator.load_state(str(self.ckpt))
-        state = json.loads((self.ckpt / "state.json").read_text())
-        self.step, self.q = int(state["step"]), torch.tensor(state["q"])
-        log.info("resumed fine-tuning from %s at step %d", self.ckpt, self.step)
+        self.step, self.q = resumed.step, torch.tensor(resumed.state["q"])
         return True
 
     # -- one step ----------------------------------------------------------------------------------------------------
@@ -249,13 +244,22 @@ class Finetuner:
         b = min(self.opts.batch_size, n)
         return np.sort(rng.choice(n, size=b, replace=self.sample_p is not None, p=self.sample_p))
 
-    def _loss(self, idx: np.ndarray) -> tuple[torch.Tensor, dict[str, float]]:
-        m = self.accelerator.unwrap_model(self.model)
+    def _loss(self, idx: np.ndarray, m: Any = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss of the global batch ``idx``; this process embeds its shard, the loss sees every process's rows."""
+        from medfm.core.training import gather_with_grad, shard
+
+        acc = self.accelerator
+        m = m if m is not None else self.model
         dev = m.device
-        x = self.images[idx]
-        z_img = m.encode_image(m.preprocess(x))
-        tokens = m.tokenize([self.data.captions[i] for i in idx])
-        z_txt = m.encode_text(tokens.to(dev))
+        mine = shard(idx, acc)
+
+        def G(t: torch.Tensor) -> torch.Tensor:
+            return gather_with_grad(t, acc)
+
+        x = self.images[mine]
+        z_img = G(m.encode_image(m.preprocess(x)))
+        tokens = m.tokenize([self.data.captions[i] for i in mine])
+        z_txt = G(m.encode_text(tokens.to(dev)))
         scale = m.scale()
         method = self.opts.method
         if method in ("standard", "upsample"):
@@ -267,49 +271,74 @@ class Finetuner:
             zt = m.encode_text(m.tokenize(prompts).to(dev)).view(len(self.data.classnames), len(PROMPT_TEMPLATES), -1)
             W = F.normalize(zt.mean(1), dim=-1)
             logits = scale * z_img @ W.T
-            y = torch.as_tensor(self.data.labels[idx], device=dev)
+            every = np.concatenate([shard(idx, _Rank(r, acc.num_processes)) for r in range(acc.num_processes)])
+            y = torch.as_tensor(self.data.labels[every], device=dev)  # gathered rows are in rank order
             per = F.cross_entropy(logits, y, reduction="none")
-            g = torch.as_tensor(self.groups[idx], device=dev)
+            g = torch.as_tensor(self.groups[every], device=dev)
             gl, present = group_losses(per, g, self.n_groups)
             self.q = gdro_update(self.q.to(dev), gl, present, self.opts.gdro_eta)
             l_dro = (self.q * gl).sum()
             return l_img + l_dro, {"loss_img": float(l_img.detach()), "loss_dro": float(l_dro.detach())}
-        # ravl: region crops of the batch
-        rs = np.concatenate([np.arange(self.first_region[i], self.first_region[i + 1]) for i in idx])
-        local_owner = np.searchsorted(idx, self.owner[rs])  # batch position of each region's image (idx is sorted)
-        crops = region_pixels(self.data.images[idx], self.boxes[rs], local_owner, self.opts.region_mode)
-        z_reg = m.encode_image(m.preprocess(torch.from_numpy(crops)))
-        owner = torch.as_tensor(local_owner, device=dev)
-        spur = torch.as_tensor(self.region_spurious[rs], device=dev)
+        # ravl: region crops of this process's images, gathered with their owners renumbered globally
+        rs = np.concatenate([np.arange(self.first_region[i], self.first_region[i + 1]) for i in mine])
+        local_owner = np.searchsorted(mine, self.owner[rs])  # shard position of each region's image (mine is sorted)
+        crops = region_pixels(self.data.images[mine], self.boxes[rs], local_owner, self.opts.region_mode)
+        z_reg = G(m.encode_image(m.preprocess(torch.from_numpy(crops))))
+        offset = (
+            int(G(torch.tensor([len(mine)], device=dev))[: acc.process_index].sum()) if acc.num_processes > 1 else 0
+        )
+        owner = G(torch.as_tensor(local_owner + offset, device=dev))
+        spur = G(torch.as_tensor(self.region_spurious[rs], device=dev).long()).bool()
         return region_aware_loss(z_img, z_txt, z_reg, owner, spur, scale, self.opts.lambda_core, self.opts.lambda_spur)
 
     def fit(self, metrics_log: Any = None) -> dict[str, Any]:
         """Train to ``opts.steps`` optimiser steps (resuming when a checkpoint exists). Returns a summary."""
-        from medfm.core.runs import progress
 
+        from medfm.core.training import fit
+
+        self.checkpointer.metrics = metrics_log  # trimmed to the resumed step: no step is logged twice
         self.maybe_resume()
         t0 = time.perf_counter()
-        self.model.train()
-        last: dict[str, float] = {}
-        for step in progress(range(self.step, self.opts.steps), desc=f"ravl {self.opts.method}",
-                             total=self.opts.steps - self.step):  # fmt: skip
-            with self.accelerator.accumulate(self.model):
-                loss, parts = self._loss(self._batch(step))
+        first = self.step
+        self.objective.train()
+
+        def step_fn(step: int) -> dict[str, float]:
+            with self.accelerator.accumulate(self.objective):
+                loss, parts = self.objective(self._batch(step))
                 self.accelerator.backward(loss)
                 self.optimizer.step()
                 self.optimizer.zero_grad()
             self.step = step + 1
-            last = {"loss": float(loss.detach()), **parts}
-            if metrics_log is not None and (self.step % self.opts.log_every == 0 or self.step == self.opts.steps):
-                metrics_log.log(self.step, **last)
-            if self.opts.save_every and self.step % self.opts.save_every == 0 and self.step < self.opts.steps:
-                self.save_checkpoint()
+            return {"loss": float(loss.detach()), **parts}
+
+        last = fit(step_fn, steps=self.opts.steps, start=first, metrics=metrics_log, log_every=self.opts.log_every,
+                   checkpointer=self.checkpointer if self.run_dir else None, checkpoint_every=self.opts.save_every,
+                   state_fn=lambda: {"q": self.q.tolist()}, desc=f"ravl {self.opts.method}")  # fmt: skip
         self.model.eval()
         secs = time.perf_counter() - t0
         return {"steps": self.step, "seconds": secs, "samples_seen": self.step * self.opts.batch_size, **last}
 
     def unwrapped(self) -> Any:
-        return self.accelerator.unwrap_model(self.model)
+        return self.model
+
+
+class _Rank:
+    """Stand-in accelerator for :func:`medfm.core.training.shard`: process ``process_index`` of ``num_processes``."""
+
+    def __init__(self, process_index: int, num_processes: int):
+        self.process_index, self.num_processes = process_index, num_processes
+
+
+class _Objective(torch.nn.Module):
+    """The fine-tuning loss as a module around the model, so DDP sees the forward it synchronises."""
+
+    def __init__(self, model: Any, finetuner: Finetuner):
+        super().__init__()
+        self.model = model
+        self.__dict__["finetuner"] = finetuner
+
+    def forward(self, idx: np.ndarray) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.finetuner._loss(idx, self.model)
 
 
 def finetune(
