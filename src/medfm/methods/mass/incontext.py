@@ -231,6 +231,8 @@ def finetune(model: IrisNet, train_cases: list[Case], structures: dict[str, int]
     if opts.mode == "probing":
         for p in prompted.model.parameters():
             p.requires_grad_(False)
+    # the learned prompts replace the task encoders, which get no gradient here (and would stall DDP's reduction)
+    prompted.model.task_encoders.requires_grad_(False)
     params = [p for p in prompted.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(opts.steps, 1))
