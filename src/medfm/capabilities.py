@@ -93,6 +93,7 @@ METHODS: tuple[Capability, ...] = (
 GLOBAL: tuple[Capability, ...] = (
     Capability("env", "Environment", "versions, device and installed offline assets", "medfm.core.builtin"),
     Capability("list", "List", "methods, verbs and presets", "medfm.core.builtin"),
+    Capability("report", "Report", "re-render report.html of a finished run of any method", "medfm.core.builtin"),
     Capability(
         "demo",
         "Demo",
@@ -113,6 +114,7 @@ GLOBAL: tuple[Capability, ...] = (
 GROUP_ATTR = {
     "env": "ENV",
     "list": "LIST",
+    "report": "REPORT",
     "phantom": "PHANTOM",
     "data": "DATA",
     "card": "CARD",

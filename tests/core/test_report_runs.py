@@ -156,3 +156,21 @@ def test_render_run_report_from_files(tmp_path):
 def test_capture_env_without_device():
     env = capture_env(with_device=False)
     assert "device" not in env and env["python"]
+
+
+def test_one_report_verb_for_every_method(tmp_path, capsys):
+    from medfm.cli import main
+    from medfm.core.results import Results
+
+    run = tmp_path / "run"
+    run.mkdir()
+    r = Results(method="ravl", verb="evaluate")
+    r.add("auroc", 0.8, n=50)
+    r.save(run / "results.json")
+    assert main(["report", str(run)]) == 0 and (run / "report.html").is_file()
+    for method in ("mass", "medvae", "chexficient", "ravl", "srrg", "raddiff"):
+        (run / "report.html").unlink()
+        assert main([method, "report", str(run)]) == 0 and "auroc" in (run / "report.html").read_text()
+    assert main(["report", str(tmp_path / "empty")]) == 3  # no results.json: one actionable line
+    assert "no results.json" in capsys.readouterr().err
+    assert main(["report", str(run), "--dry_run", "true"]) == 0

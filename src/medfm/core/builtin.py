@@ -103,3 +103,17 @@ LIST = Group(
     ),
     single=True,
 )
+
+REPORT = Group(
+    "report",
+    "Re-render report.html of a finished run of any method.",
+    (
+        Command(
+            "report",
+            "Re-render report.html of a finished run of any method.",
+            "medfm.core.report:ReportConfig",
+            "medfm.core.report:run_report",
+        ),
+    ),
+    single=True,
+)

@@ -18,6 +18,7 @@ from typing import Any
 import jinja2
 
 from medfm import __version__
+from medfm.core.config import option
 from medfm.core.files import atomic_write_text
 from medfm.core.results import Metric, MetricsLog, Results
 
@@ -203,3 +204,27 @@ def render_run_report(run_dir: str | Path, title: str | None = None, extra: list
     if config.is_file():
         rep.add_html("Configuration", f"<pre>{html.escape(config.read_text())}</pre>")
     return rep.save(run_dir / "report.html")
+
+
+@dataclass
+class ReportConfig:
+    """``medfm report <run_dir>`` (and ``medfm <method> report``): re-render report.html of a finished run."""
+
+    run_dir: str = option(help="Run directory holding results.json (any medfm method).", positional=True)
+    dry_run: bool = option(False, help="Only check the run directory.")
+
+
+def run_report(cfg: ReportConfig) -> int:
+    """The one ``report`` verb: every method's run folder has the same layout, so one renderer serves all."""
+    from medfm.core.errors import DataError, UsageError
+
+    if not cfg.run_dir:
+        raise UsageError("give the run directory to render: medfm report <run_dir>")
+    run_dir = Path(cfg.run_dir)
+    if not (run_dir / "results.json").is_file():
+        raise DataError(f"{run_dir} has no results.json; pass the folder of a finished medfm run")
+    if cfg.dry_run:
+        print(f"dry run: would re-render {run_dir / 'report.html'}")
+        return 0
+    print(render_run_report(run_dir))
+    return 0

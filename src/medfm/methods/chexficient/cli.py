@@ -19,7 +19,6 @@ GROUP = Group(
                 f"{_C}:EvaluateConfig", f"{_V}:run_evaluate"),
         Command("embed", "Write image and report embeddings (.npz) of a manifest or phantoms.",
                 f"{_C}:EmbedConfig", f"{_V}:run_embed"),
-        Command("report", "Re-render report.html of a finished run directory.", f"{_C}:ReportConfig",
-                f"{_V}:run_report"),
+        Command("report", "Re-render report.html of a finished run directory.", "medfm.core.report:ReportConfig", "medfm.core.report:run_report"),
     ),
 )  # fmt: skip

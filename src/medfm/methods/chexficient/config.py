@@ -180,10 +180,3 @@ class EmbedConfig(CommonOptions):
     data: DataOptions = section(DataOptions, help="Pairs to embed.")
     split: str | None = option(None, help="Only embed this split (none = every row).")
     batch_size: int = option(256, help="Embedding batch size.")
-
-
-@dataclass
-class ReportConfig(CommonOptions):
-    """``medfm chexficient report``: re-render report.html of a finished run directory."""
-
-    run_dir: str = option(help="Run directory with results.json.", positional=True)

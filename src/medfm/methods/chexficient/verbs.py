@@ -335,11 +335,3 @@ def _write_curation(run: Run, cfg: Any, pairs: Any, res: Any) -> None:
         keep_ids = {pairs.ids[i] for i in kept}
         records = [r for r in read_report_manifest(src, cols) if r.id in keep_ids]
         write_report_manifest(run.dir / f"curated_manifest{src.suffix}", records, cols)
-
-
-def run_report(cfg: Any) -> int:
-    from medfm.core.report import render_run_report
-
-    path = render_run_report(cfg.run_dir)
-    print(path)
-    return 0

@@ -22,7 +22,7 @@ GROUP = Group(
                 f"{_C}:FinetuneConfig", f"{_V}:run_finetune", presets=f"{_P}.downstream"),
         Command("probe", "Frozen-encoder volume classification (attention pooling + linear head, AUROC).",
                 f"{_C}:ProbeConfig", f"{_V}:run_probe", presets=f"{_P}.downstream"),
-        Command("report", "Re-render report.html of a finished mass run.", f"{_C}:ReportConfig", f"{_V}:run_report",
+        Command("report", "Re-render report.html of a finished mass run.", "medfm.core.report:ReportConfig", "medfm.core.report:run_report",
                 presets=f"{_P}.downstream.configs"),  # a folder without configs/: no presets
     ),
 )  # fmt: skip

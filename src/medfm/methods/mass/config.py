@@ -191,10 +191,3 @@ class ProbeConfig(CommonOptions):
     steps: int = option(100, help="Head training steps.")
     lr: float = option(1e-3, help="AdamW learning rate of the head.")
     weight_decay: float = option(1e-4, help="AdamW weight decay.")
-
-
-@dataclass
-class ReportConfig(CommonOptions):
-    """``medfm mass report``: re-render report.html of a finished run."""
-
-    run: str = option(help="Run directory to render.", positional=True)

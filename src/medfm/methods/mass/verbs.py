@@ -356,11 +356,3 @@ def run_probe(cfg: Any) -> int:
         run.write_samples([{"case": c.id, "label": int(t), "score": float(s)} for c, t, s in zip(test, y, scores)])
         _finish(run, res)
     return 0
-
-
-def run_report(cfg: Any) -> int:
-    from medfm.core.report import render_run_report
-
-    path = render_run_report(cfg.run)
-    print(path)
-    return 0

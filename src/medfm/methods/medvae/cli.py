@@ -22,7 +22,6 @@ GROUP = Group(
                 f"{_C}:ClassifyConfig", "medfm.methods.medvae.classify:run_classify"),
         Command("export", "Convert an original medvae checkpoint into a medfm model directory.",
                 f"{_C}:ExportConfig", "medfm.methods.medvae.encode:run_export"),
-        Command("report", "Re-render report.html of a finished run.",
-                f"{_C}:ReportConfig", "medfm.methods.medvae.encode:run_report"),
+        Command("report", "Re-render report.html of a finished run.", "medfm.core.report:ReportConfig", "medfm.core.report:run_report"),
     ),
 )  # fmt: skip

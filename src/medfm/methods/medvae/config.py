@@ -187,10 +187,3 @@ class ExportConfig(CommonOptions):
 
     source: str = option(help="Original medvae .ckpt/.pt/.safetensors, or a medfm model directory.")
     preset: str = option(help="Preset whose shape the checkpoint has (e.g. medvae_4_1_2d).")
-
-
-@dataclass
-class ReportConfig(CommonOptions):
-    """``medfm medvae report``: re-render report.html of a finished run."""
-
-    run: str = option(help="Run directory.", positional=True)

@@ -26,7 +26,7 @@ import torch
 from medfm.core.errors import DataError, UsageError
 from medfm.core.files import atomic_path, atomic_write_text
 from medfm.core.runs import Run, progress, resolve_device
-from medfm.methods.medvae.config import DecodeConfig, EncodeConfig, ExportConfig, ReportConfig
+from medfm.methods.medvae.config import DecodeConfig, EncodeConfig, ExportConfig
 from medfm.methods.medvae.data import Item, crop_padding, load_items, model_to_unit, pad_to_multiple, volume_to_hu
 
 log = logging.getLogger(__name__)
@@ -265,12 +265,4 @@ def run_export(cfg: ExportConfig) -> int:
         from medfm.core.report import render_run_report
 
         render_run_report(run.dir, title="MedVAE export")
-    return 0
-
-
-def run_report(cfg: ReportConfig) -> int:
-    from medfm.core.report import render_run_report
-
-    path = render_run_report(cfg.run)
-    print(path)
     return 0

@@ -17,7 +17,6 @@ GROUP = Group(
                 f"{_C}:DescribeConfig", f"{_R}:run_describe"),
         Command("evaluate", "Acc@1/Acc@5 over a RadDiffBench-format benchmark with ground truth.",
                 f"{_C}:EvaluateConfig", f"{_R}:run_evaluate"),
-        Command("report", "Re-render report.html of a finished raddiff run.", f"{_C}:ReportConfig",
-                f"{_R}:run_report"),
+        Command("report", "Re-render report.html of a finished raddiff run.", "medfm.core.report:ReportConfig", "medfm.core.report:run_report"),
     ),
 )  # fmt: skip

@@ -108,10 +108,3 @@ class PrepareConfig(CommonOptions):
     pairs: list[str] = option(default_factory=list, help="Only these pair names (default: all 32).")
     ranker_n: int = option(1500, help="Phantoms (another seed) the concept ranker is trained on; 0 = skip.")
     feature_size: int = option(24, help="Concept ranker: images pooled to this many pixels per side.")
-
-
-@dataclass
-class ReportConfig(CommonOptions):
-    """``medfm raddiff report``: re-render report.html of a finished describe/evaluate run."""
-
-    run_dir: str | None = option(None, help="Run directory holding results.json.", positional=True)

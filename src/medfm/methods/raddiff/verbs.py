@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from medfm.core.errors import UsageError
-from medfm.methods.raddiff.config import DescribeConfig, EvaluateConfig, PrepareConfig, ReportConfig
+from medfm.methods.raddiff.config import DescribeConfig, EvaluateConfig, PrepareConfig
 
 log = logging.getLogger(__name__)
 
@@ -351,16 +351,4 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
         parts["store"].close()
         print(", ".join(f"{n} {m.format()}" for n, m in res.metrics.items()))
         print(run.dir / "report.html")
-    return 0
-
-
-def run_report(cfg: ReportConfig) -> int:
-    from medfm.core.errors import DataError
-    from medfm.core.report import render_run_report
-
-    if not cfg.run_dir:
-        raise UsageError("give the run directory of a raddiff describe/evaluate run")
-    if not (Path(cfg.run_dir) / "results.json").is_file():
-        raise DataError(f"{cfg.run_dir} has no results.json; run 'medfm raddiff describe' or 'evaluate' first")
-    print(render_run_report(cfg.run_dir))
     return 0

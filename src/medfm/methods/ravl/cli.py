@@ -17,7 +17,6 @@ GROUP = Group(
                 "writes checkpoints/final with a model card.", f"{_C}:MitigateConfig", f"{_V}:run_mitigate"),
         Command("evaluate", "Image and region zero-shot accuracy, overall and worst-group (class x feature), with "
                 "CIs.", f"{_C}:EvaluateConfig", f"{_V}:run_evaluate"),
-        Command("report", "Re-render report.html of a finished run directory.", f"{_C}:ReportConfig",
-                f"{_V}:run_report"),
+        Command("report", "Re-render report.html of a finished run directory.", "medfm.core.report:ReportConfig", "medfm.core.report:run_report"),
     ),
 )  # fmt: skip

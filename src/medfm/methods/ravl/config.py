@@ -131,11 +131,3 @@ class EvaluateConfig(CommonOptions):
     data: DataOptions = section(DataOptions, help="Evaluation images.")
     regions: RegionOptions = section(RegionOptions, help="Regions and zero-shot scoring.")
     bootstrap: int = option(500, help="Bootstrap resamples for CIs.")
-
-
-@dataclass
-class ReportConfig:
-    """``medfm ravl report``: re-render report.html of a finished run."""
-
-    run_dir: str = option(help="A `medfm ravl` run directory.", positional=True)
-    dry_run: bool = option(False, help="Only check the run directory.")

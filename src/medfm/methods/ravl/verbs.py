@@ -372,17 +372,3 @@ def run_evaluate(cfg: Any) -> int:
         render_run_report(run.dir, title="RaVL evaluate")
     print(run.dir / "report.html")
     return 0
-
-
-def run_report(cfg: Any) -> int:
-    from medfm.core.report import render_run_report
-
-    run_dir = Path(cfg.run_dir)
-    if not (run_dir / "results.json").is_file():
-        raise DataError(f"{run_dir} has no results.json; pass a finished `medfm ravl` run directory")
-    if cfg.dry_run:
-        print(f"dry run: would re-render {run_dir / 'report.html'}")
-        return 0
-    path = render_run_report(run_dir, title=f"RaVL {json.loads((run_dir / 'results.json').read_text())['verb']}")
-    print(path)
-    return 0

@@ -21,6 +21,6 @@ GROUP = Group(
                 f"{_C}:StructureConfig", f"{_R}:run_structure"),
         Command("score", "F1-SRR-BERT (StructEval / RadEval variants), BLEU, ROUGE-L.", f"{_C}:ScoreConfig",
                 f"{_R}:run_score"),
-        Command("report", "Re-render report.html of a finished srrg run.", f"{_C}:ReportConfig", f"{_R}:run_report"),
+        Command("report", "Re-render report.html of a finished srrg run.", "medfm.core.report:ReportConfig", "medfm.core.report:run_report"),
     ),
 )  # fmt: skip

@@ -82,10 +82,3 @@ class ScoreConfig(CommonOptions):
     spaces: list[str] = option(default_factory=lambda: ["leaves", "upper", "leaves_with_statuses",
                                                         "upper_with_statuses"], help="Label spaces to report.")  # fmt: skip
     bootstrap: int = option(200, help="Bootstrap resamples for the CIs of the per-report means.")
-
-
-@dataclass
-class ReportConfig:
-    """``medfm srrg report``: re-render report.html of a finished run."""
-
-    run_dir: str = option(help="Run directory holding results.json.", positional=True)

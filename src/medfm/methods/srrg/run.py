@@ -408,12 +408,3 @@ def run_score(cfg: Any) -> int:
         render_run_report(run.dir)
     print(run.dir / "report.html")
     return 0
-
-
-def run_report(cfg: Any) -> int:
-    from medfm.core.report import render_run_report
-
-    if not (Path(cfg.run_dir) / "results.json").is_file():
-        raise DataError(f"{cfg.run_dir} has no results.json; run a medfm srrg verb into it first")
-    print(render_run_report(cfg.run_dir))
-    return 0
