@@ -23,6 +23,7 @@ from medfm.core.config import resolve
 from medfm.core.metrics import auroc, difference_ci, mean_ci, with_ci
 from medfm.methods.mass.config import DataOptions, FinetuneConfig, PretrainConfig, ProbeConfig, ProposalOptions
 from medfm.methods.mass.data import PreparedCase, load_cases, masks_to_csr, structure_ids
+from medfm.methods.mass.dice import per_case_dice
 from medfm.methods.mass.incontext import class_tokens, evaluate, finetune
 from medfm.methods.mass.model import IrisNet, build_model
 from medfm.methods.mass.pretrain import pretrain
@@ -37,13 +38,6 @@ HELD_OUT = ["liver", "spleen", "kidney_right", "kidney_left"]
 def data(first: int, n: int, shape: int = 32, spacing: float = 9.0) -> DataOptions:
     return DataOptions(phantom_first=first, phantom_n=n, phantom_shape=[shape] * 3, phantom_spacing=[spacing] * 3,
                        min_size=32, phantom_seed=0)  # fmt: skip
-
-
-def per_volume_dice(rows: list[dict]) -> dict[str, float]:
-    by: dict[str, list[float]] = {}
-    for r in rows:
-        by.setdefault(r["case"], []).append(r["dice"])
-    return {k: float(np.mean(v)) for k, v in by.items()}
 
 
 def main() -> None:
@@ -105,7 +99,7 @@ def main() -> None:
     ic = {}
     for name in ("mass", "scratch"):
         rows = evaluate(models[name], class_tokens(models[name], ref, structures, 32), test, structures, 32, hd95=False)
-        ic[name] = per_volume_dice(rows)
+        ic[name] = per_case_dice(rows)
     ids = sorted(ic["mass"])
     ic_m = mean_ci([ic["mass"][i] for i in ids])
     metrics["ic_1shot_dice_mass"] = ic_m.to_json()
@@ -117,7 +111,7 @@ def main() -> None:
         m = copy.deepcopy(models[name])
         prompted = finetune(m, ref, structures, ft_cfg, seed=0)
         rows = evaluate(prompted.model, prompted.tokens(), test, structures, 32, hd95=False)
-        ft[name] = per_volume_dice(rows)
+        ft[name] = per_case_dice(rows)
         metrics[f"ft_1shot_dice_{name}"] = mean_ci([ft[name][i] for i in ids]).to_json()
 
     # 4. frozen-encoder classification of a pathology never used in pretraining (liver tumour present)

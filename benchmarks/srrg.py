@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from medfm.methods.srrg.data import iu_texts, phantom_texts, radlabels_texts, silver_sentences
     from medfm.methods.srrg.lexicon import LexiconLabeller
     from medfm.methods.srrg.metric import f1_srr_bert
-    from medfm.methods.srrg.run import content_preservation
+    from medfm.methods.srrg.preservation import content_preservation
     from medfm.methods.srrg.structurer import OfflineStructurer
     from medfm.methods.srrg.train import train_classifier
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from medfm.core.errors import DataError, UsageError
 from medfm.core.runs import Run
+from medfm.methods.mass.dice import dice_metrics
 
 log = logging.getLogger(__name__)
 
@@ -186,26 +187,6 @@ def run_pretrain(cfg: Any) -> int:
 # segment / finetune / probe
 
 
-def _dice_metrics(res: Any, rows: list[dict[str, Any]], prefix: str = "") -> None:
-    from medfm.core.metrics import mean_ci
-
-    by_case: dict[str, list[float]] = {}
-    for r in rows:
-        by_case.setdefault(r["case"], []).append(r["dice"])
-    res.add(f"{prefix}dice", mean_ci([float(np.mean(v)) for v in by_case.values()]),
-            note="mean over structures per volume, CI over volumes")  # fmt: skip
-    hd = [r["hd95"] for r in rows if r["hd95"] is not None]
-    if hd:
-        res.add(
-            f"{prefix}hd95_mm",
-            mean_ci(hd, higher_is_better=False),
-            note=f"over {len(hd)} of {len(rows)} (volume, structure) pairs with a non-empty prediction",
-        )
-    for name in sorted({r["structure"] for r in rows}):
-        res.add("dice", mean_ci([r["dice"] for r in rows if r["structure"] == name]), group=f"structure={name}")
-    res.tables["per_volume"] = rows
-
-
 def _overlay_figure(case: Any, prob: np.ndarray, structure: int, name: str, ref: Any = None):
     """Axial slices: reference mask, prediction and ground truth at the structure's centre slice."""
     import matplotlib
@@ -263,7 +244,7 @@ def run_segment(cfg: Any) -> int:
         if not rows:
             raise DataError("none of the requested structures is present in the target label maps")
         res = run.new_results()
-        _dice_metrics(res, rows)
+        dice_metrics(res, rows)
         res.meta.update(checkpoint=cfg.checkpoint, references=[r.id for r in refs], shots=len(refs))
         name, value = next(iter(structures.items()))
         prob = predict_volume(model, targets[0].image, [t[:, :1] for t in tokens], cfg.crop, cfg.eval.overlap)[0]
@@ -312,7 +293,7 @@ def run_finetune(cfg: Any) -> int:
         rows = evaluate(prompted.model, prompted.tokens(), test, structures, cfg.crop, cfg.eval.overlap,
                         cfg.eval.threshold, cfg.eval.hd95)  # fmt: skip
         res = run.new_results()
-        _dice_metrics(res, rows)
+        dice_metrics(res, rows)
         res.meta.update(checkpoint=cfg.checkpoint, train_volumes=[c.id for c in train], mode=cfg.mode)
         run.save_results(res)
         card = _card(run, prompted.model, name=f"mass-finetuned-{run.dir.name}", data_size=len(train),

@@ -260,7 +260,7 @@ def evaluate_pairs(pairs: list[Any], parts: dict[str, Any], cfg: EvaluateConfig)
     """Run every pair and judge it; one row per pair with Acc@k per iteration and ranker facts."""
     from medfm.core.runs import progress
     from medfm.methods.raddiff.data import validate_pair
-    from medfm.methods.raddiff.evaluator import acc_at_k
+    from medfm.methods.raddiff.protocol import accuracy_at_k
 
     rows = []
     for pair in progress(pairs, desc="raddiff evaluate"):
@@ -268,13 +268,7 @@ def evaluate_pairs(pairs: list[Any], parts: dict[str, Any], cfg: EvaluateConfig)
         result = _run_pair(pair, parts, cfg)
         row: dict[str, Any] = {"pair": pair.name, "difficulty": pair.difficulty, "kind": pair.kind,
                                "gt_a": pair.gt_a, "n_a": result.n_a, "n_b": result.n_b}  # fmt: skip
-        for it in result.iterations:
-            scores = parts["judge"].scores([h.text for h in it.ranked], pair.gt_a or "", pair.gt_b or "")
-            for k in cfg.judge.ks:
-                row[f"acc@{k}_iter{it.iteration}"] = acc_at_k(scores, k)
-        final_scores = parts["judge"].scores([h.text for h in result.final], pair.gt_a or "", pair.gt_b or "")
-        for k in cfg.judge.ks:
-            row[f"acc@{k}"] = acc_at_k(final_scores, k)
+        row.update(accuracy_at_k(result, parts["judge"], cfg.judge.ks, pair.gt_a or "", pair.gt_b or ""))
         row["top1"] = result.final[0].text if result.final else ""
         row["top1_auroc"] = result.final[0].auroc if result.final else None
         row["gt_auroc"] = result.ground_truth.auroc if result.ground_truth else None
@@ -282,33 +276,6 @@ def evaluate_pairs(pairs: list[Any], parts: dict[str, Any], cfg: EvaluateConfig)
         row["warnings"] = "; ".join((warn + result.warnings)[:3])
         rows.append(row)
     return rows
-
-
-def summarise(rows: list[dict[str, Any]], ks: list[int], res: Any, bootstrap: int, seed: int) -> None:
-    """Acc@k with bootstrap CIs overall and per difficulty, ranker ceiling, iteration deltas."""
-    from medfm.core.metrics import mean_ci
-
-    for k in ks:
-        res.add(f"acc@{k}", mean_ci([r[f"acc@{k}"] for r in rows], n_resamples=bootstrap, seed=seed))
-        for d in sorted({r["difficulty"] for r in rows if r["difficulty"] is not None}):
-            sub = [r[f"acc@{k}"] for r in rows if r["difficulty"] == d]
-            res.add(f"acc@{k}", mean_ci(sub, n_resamples=bootstrap, seed=seed), group=f"difficulty={d}")
-    gt = [r["gt_auroc"] for r in rows if r["gt_auroc"] is not None]
-    if gt:
-        res.add("ground_truth_auroc", mean_ci(gt, n_resamples=bootstrap, seed=seed),
-                note="ranker ceiling: mean AUROC of the ground-truth description")  # fmt: skip
-        res.add("ground_truth_top_fraction", mean_ci([float(r["gt_auroc"] >= (r["top1_auroc"] or 0)) for r in rows
-                                                      if r["gt_auroc"] is not None], n_resamples=bootstrap, seed=seed),
-                note="pairs where the ground truth would outrank the proposed top-1")  # fmt: skip
-    iters = sorted({int(c.split("iter")[1]) for r in rows for c in r if "_iter" in c})
-    if len(iters) > 1:
-        first, last = iters[0], iters[-1]
-        for k in ks:
-            a = [r.get(f"acc@{k}_iter{first}", 0.0) for r in rows]
-            b = [r.get(f"acc@{k}_iter{last}", 0.0) for r in rows]
-            res.meta[f"acc@{k}_iteration_change"] = {"increase": int(sum(y > x for x, y in zip(a, b))),
-                                                     "same": int(sum(y == x for x, y in zip(a, b))),
-                                                     "decrease": int(sum(y < x for x, y in zip(a, b)))}  # fmt: skip
 
 
 def load_benchmark(cfg: EvaluateConfig) -> list[Any]:
@@ -341,6 +308,8 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
         parts = build(cfg)
         rows = evaluate_pairs(pairs, parts, cfg)
         res = run.new_results()
+        from medfm.methods.raddiff.protocol import summarise
+
         summarise(rows, cfg.judge.ks, res, cfg.bootstrap, cfg.seed)
         res.tables["pairs"] = rows
         res.meta.update({"embeddings_computed": parts["store"].computed_images,

@@ -85,18 +85,11 @@ def load_discovery(run_dir: str | Path) -> dict[str, Any]:
 def discovered_feature(
     model: Any, data: Any, disc: dict[str, Any], r: Any, emb: Any = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(feature per image (N,), spurious label per region (R,))`` from the top discovered cluster.
+    """:func:`medfm.methods.ravl.feature.discovered_feature` on ``data`` embedded by ``model`` (here when ``emb``
+    is None) with the region options ``r``."""
+    from medfm.methods.ravl.feature import discovered_feature as label
 
-    ``emb``: ``data`` already embedded by ``model`` with the region options ``r`` (embedded here when None).
-    """
-    from medfm.methods.ravl.mitigate import label_spurious_regions
-
-    emb = _embed(model, data, r) if emb is None else emb
-    top = disc["ranked_clusters"][:1]
-    reg = label_spurious_regions(emb.region_emb, disc["medoid_emb"], top)
-    feat = np.zeros(len(data), bool)
-    feat[emb.region_image[reg]] = True
-    return feat, reg
+    return label(_embed(model, data, r) if emb is None else emb, disc, len(data))
 
 
 def region_grid_figure(data: Any, emb: Any, regions: np.ndarray, truth: np.ndarray | None, title: str) -> Any:

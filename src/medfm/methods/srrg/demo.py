@@ -13,7 +13,8 @@ def run_demo(out_dir: Path, seed: int):
     from medfm.demo import StepOutcome
     from medfm.methods.srrg.lexicon import LexiconLabeller
     from medfm.methods.srrg.metric import f1_srr_bert
-    from medfm.methods.srrg.run import content_preservation, read_reports
+    from medfm.methods.srrg.preservation import content_preservation
+    from medfm.methods.srrg.run import read_reports
     from medfm.methods.srrg.structurer import OfflineStructurer
 
     out_dir = Path(out_dir)

@@ -262,26 +262,6 @@ def read_reports(spec: str, limit: int | None) -> list[dict[str, str]]:
     return rows[:limit] if limit else rows
 
 
-def content_preservation(inputs: list[str], outputs: list[Any], classifier: Any) -> list[dict[str, float]]:
-    """Per report: finding labels (leaves with statuses) of the input sentences vs the structured utterances."""
-    from medfm.methods.srrg.labels import merge_findings, to_labels
-    from medfm.methods.srrg.text import split_sentences
-
-    in_s = [split_sentences(t) for t in inputs]
-    out_s = [o.report.utterances() for o in outputs]
-    uniq = list(dict.fromkeys(s for ss in in_s + out_s for s in ss))
-    lab = dict(zip(uniq, classifier.predict(uniq))) if uniq else {}
-    rows = []
-    for a, b in zip(in_s, out_s):
-        la = set(to_labels(merge_findings([lab[s] for s in a]), "leaves_with_statuses"))
-        lb = set(to_labels(merge_findings([lab[s] for s in b]), "leaves_with_statuses"))
-        tp = len(la & lb)
-        rec = tp / len(la) if la else 1.0
-        prec = tp / len(lb) if lb else 1.0
-        rows.append({"recall": rec, "precision": prec, "exact": float(la == lb)})
-    return rows
-
-
 def run_structure(cfg: Any) -> int:
     run = Run(METHOD, "structure", cfg)
     rows = read_reports(cfg.input, cfg.limit)
@@ -294,6 +274,7 @@ def run_structure(cfg: Any) -> int:
         from medfm.core.metrics import mean_ci
         from medfm.core.report import render_run_report
         from medfm.methods.srrg.classifier import load_classifier
+        from medfm.methods.srrg.preservation import content_preservation
         from medfm.methods.srrg.structurer import make_structurer
         from medfm.methods.srrg.text import free_text_sections
 
