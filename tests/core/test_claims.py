@@ -232,7 +232,7 @@ def test_results_document_facts_and_malformed_documents(tmp_path):
     c = claim("acc", "Y beats Z", "delta", 0.1, threshold=0.0, ci=(0.06, 0.14), n=300, min_effect=0.05,
               falsifiable_by=FALS)  # fmt: skip
     doc = benchmark_doc("toy", "cmd", [c], {}, scale="effect", seeds=1, wall_s=12.345, device="cpu")
-    assert doc["wall_s"] == 12.3 and len(doc["commit"]) == 40 and isinstance(doc["dirty"], bool)  # from this checkout
+    assert doc["wall_s"] == 12.3 and (doc["commit"], doc["dirty"]) == git_state()  # the checkout medfm runs from
     assert git_state(tmp_path) == (None, False)
     assert any("non-empty" in e for e in validate_benchmark({**doc, "claims": []}))
     bad_seeds = json.loads(json.dumps(doc))
