@@ -250,3 +250,15 @@ def test_results_document_facts_and_malformed_documents(tmp_path):
 def test_table_numbers_are_for_people():
     assert _num(None) == "—" and _num(0.123456) == "0.123" and _num(999.7) == "1,000" and _num(1234.5) == "1,234"
     assert _num(999.4) == "999" and _num(-1500.0) == "-1,500" and _num(7) == "7"
+
+
+def test_messages_name_what_the_verdict_rests_on_and_given_commits_are_kept():
+    assert _decide()[2] == "CI lower bound 0.06 > 0"
+    assert _decide(ours=-0.1, ci=(-0.14, -0.06))[2].startswith("CI upper bound -0.06 <")
+    assert _decide(resample="none", ci=None)[2] == "value 0.1 > 0"
+    c = claim("acc", "Y beats Z", "delta", 0.1, threshold=0.0, ci=(0.06, 0.14), n=300, min_effect=0.05,
+              falsifiable_by=FALS)  # fmt: skip
+    doc = benchmark_doc("toy", "cmd", [c], {}, scale="effect", seeds=1, wall_s=1.0, device="cpu", commit="a" * 40,
+                        dirty=True)  # fmt: skip
+    assert (doc["commit"], doc["dirty"]) == ("a" * 40, True)
+    assert _num(999.5) == "1,000" and _num(999.4) == "999"
