@@ -81,3 +81,23 @@ def test_load_card_errors(tmp_path):
     (tmp_path / "card.json").write_text('{"schema": "medfm.card/1", "bogus": 1}')
     with pytest.raises(DataError, match="unknown or missing field"):
         load_card(tmp_path)
+
+
+def test_method_card_facts_are_data_with_run_facts_filled_in():
+    import pytest
+
+    from medfm.core.cards import method_facts
+
+    kinds = {"srrg": ["classifier"], "chexalign": ["policy"], "mass": ["model"], "headentropy": ["probe"],
+             "ravl": ["mitigated"], "chexficient": ["model"], "medvae": ["trained", "converted"], "vlm": ["sft"]}  # fmt: skip
+    fill = {"data": "site A", "steps": 7, "size": 64, "max_images": 2}
+    for method, ks in kinds.items():
+        for kind in ks:
+            facts = method_facts(f"medfm.methods.{method}", kind, **fill)
+            assert facts["intended_use"] and facts["limitations"], (method, kind)
+            assert not any("{" in x for x in facts["limitations"])  # every placeholder filled
+    assert "Trained on site A for 7 steps" in method_facts("medfm.methods.medvae", "trained", **fill)["limitations"][0]
+    with pytest.raises(KeyError, match="steps"):
+        method_facts("medfm.methods.medvae", "trained", data="x")
+    with pytest.raises(KeyError, match="no card kind"):
+        method_facts("medfm.methods.medvae", "nope")

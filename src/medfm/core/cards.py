@@ -372,3 +372,25 @@ def card_from_run(
     if results_path.is_file():
         card.add_results(Results.load(results_path), setting=setting)
     return card
+
+
+def method_facts(package: str, kind: str, **fill: Any) -> dict[str, Any]:
+    """The fixed facts of a method's model card, ``intended_use`` and ``limitations``, as data.
+
+    They live in ``<package>/card.yaml`` under ``kind`` (one method can write several kinds of card); a fact may hold
+    ``{placeholders}`` that ``fill`` supplies from the run (data source, steps, image size). Returns keyword
+    arguments for :func:`card_from_run`."""
+    from importlib.resources import files
+
+    path = files(package).joinpath("card.yaml")
+    facts = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get(kind)
+    if not isinstance(facts, dict):
+        raise KeyError(f"{package}/card.yaml has no card kind {kind!r}")
+
+    def fmt(text: str) -> str:
+        try:
+            return str(text).format_map(fill)
+        except KeyError as err:
+            raise KeyError(f"{package}/card.yaml [{kind}] needs the run fact {err.args[0]!r}") from None
+
+    return {"intended_use": fmt(facts["intended_use"]), "limitations": [fmt(x) for x in facts.get("limitations", [])]}

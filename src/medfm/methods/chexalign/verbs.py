@@ -248,7 +248,7 @@ def _card(
     seconds: float,
     results_dir: Path,
 ) -> Any:
-    from medfm.core.cards import Capabilities, Training, TrainingData, card_from_run
+    from medfm.core.cards import Capabilities, Training, TrainingData, card_from_run, method_facts
 
     card = card_from_run(
         results_dir,
@@ -279,11 +279,7 @@ def _card(
         capabilities=Capabilities(
             supported=["generation"], inputs="one chest X-ray + a chat instruction", outputs="free-text report"
         ),
-        intended_use="Research on preference alignment of radiology report generators without human feedback.",
-        limitations=[
-            "Aligned against an automatic judge: the judge's blind spots (and length bias) are optimised too.",
-            "Trained on the data listed (synthetic phantoms by default); not validated on real radiographs.",
-        ],
+        **method_facts(__package__, "policy"),
         model=model,
         seconds=seconds,
     )

@@ -181,7 +181,7 @@ def _plots(run: Run, ev: dict[str, Any], results: Any) -> None:
 
 def save_final(run: Run, model: Any, cfg: Any, pairs: Any, summary: dict[str, Any], seconds: float) -> Path:
     """``<run>/checkpoints/final``: the model directory with its model card."""
-    from medfm.core.cards import Capabilities, Training, TrainingData, card_from_run
+    from medfm.core.cards import Capabilities, Training, TrainingData, card_from_run, method_facts
 
     synthetic = not cfg.data.manifest
     data = TrainingData(
@@ -203,11 +203,7 @@ def save_final(run: Run, model: Any, cfg: Any, pairs: Any, summary: dict[str, An
     )  # fmt: skip
     card = card_from_run(
         run.dir, name=f"chexficient-{cfg.train.arm}", method=METHOD, data=data, training=training, capabilities=caps,
-        intended_use="Research on data-efficient CXR vision–language pretraining; embedding, zero-shot "
-        "classification and retrieval of chest radiographs and reports.",
-        limitations=["Trained on synthetic phantoms" if synthetic else f"Trained only on {pairs.source}",
-                     "Small CPU-scale towers; not comparable to the paper's DINOv2/Bio_ClinicalBERT model",
-                     "Zero-shot prompts follow the report vocabulary of the training data"],
+        **method_facts(__package__, "model", data="synthetic phantoms" if synthetic else f"{pairs.source} only"),
         model=model, seconds=seconds,
     )  # fmt: skip
     return model.save_pretrained(run.dir / "checkpoints" / "final", card=card)

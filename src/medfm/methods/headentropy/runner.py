@@ -190,7 +190,7 @@ def run_fit(cfg: Any) -> int:
 
 def _write_probe_card(run: Run, cfg: Any, scorer: Any, dom: Any, probe: Any) -> None:
     """Model card (README.md + card.json) beside checkpoints/probe.json, filled from the run."""
-    from medfm.core.cards import Capabilities, Training, TrainingData, card_from_run
+    from medfm.core.cards import Capabilities, Training, TrainingData, card_from_run, method_facts
     from medfm.core.files import atomic_write_json, atomic_write_text
 
     clf = probe[-1]
@@ -226,11 +226,7 @@ def _write_probe_card(run: Run, cfg: Any, scorer: Any, dom: Any, probe: Any) -> 
             inputs=f"{scorer.feature} feature vector",
             outputs="probability that the model's answer is correct",
         ),
-        intended_use="Research: flag likely-wrong answers of the LLM whose attentions produced the features.",
-        limitations=[
-            "Valid only for the LLM, prompt format and decoding settings the features were extracted with.",
-            "Labels are normalised exact match against gold aliases, which misses paraphrased answers.",
-        ],
+        **method_facts(__package__, "probe"),
         setting="in-distribution",
     )
     atomic_write_json(run.path("checkpoints", "card.json"), card.to_json())

@@ -113,7 +113,7 @@ def run_prepare(cfg: Any) -> int:
 
 def _card(run: Run, model: Any, *, name: str, data_size: int, sources: list[str], annotation: str, paradigm: list[str],
           objective: str, steps: int, samples: int, seconds: float, capabilities: list[str], base: str) -> Any:  # fmt: skip
-    from medfm.core.cards import Capabilities, Training, TrainingData, card_from_run
+    from medfm.core.cards import Capabilities, Training, TrainingData, card_from_run, method_facts
 
     return card_from_run(
         run.dir, name=name, method=METHOD,
@@ -125,9 +125,7 @@ def _card(run: Run, model: Any, *, name: str, data_size: int, sources: list[str]
                           base_model=base, steps=steps, samples_seen=samples),
         capabilities=Capabilities(supported=capabilities, inputs="3D CT volume (1, D, H, W), z-scored; reference "
                                   "volume + binary masks", outputs="per-task logits (K, D, H, W)"),
-        intended_use="Research on label-efficient 3D segmentation and representation learning.",
-        limitations=["Trained at toy scale on synthetic phantoms unless a datalist was given.",
-                     "Automatic masks are class-agnostic and noisy; in-context quality depends on the reference."],
+        **method_facts(__package__, "model"),
         model=model, seconds=seconds,
     )  # fmt: skip
 

@@ -235,7 +235,7 @@ def run_decode(cfg: DecodeConfig) -> int:
 
 def run_export(cfg: ExportConfig) -> int:
     """Original checkpoint (or medfm model) -> medfm model directory ``<run>/checkpoints/final`` with a card."""
-    from medfm.core.cards import Capabilities, Training, TrainingData, card_from_run
+    from medfm.core.cards import Capabilities, Training, TrainingData, card_from_run, method_facts
     from medfm.methods.medvae.convert import load_weights_into
     from medfm.methods.medvae.model import build_model, count_parameters, get_preset
 
@@ -258,8 +258,7 @@ def run_export(cfg: ExportConfig) -> int:
                               architecture=f"MedVAE {preset.name}", base_model=cfg.source, steps=0),
             capabilities=Capabilities(supported=["reconstruction", "generation"], inputs="images in [-1, 1]",
                                       outputs="latents and reconstructions"),
-            intended_use="Use original MedVAE weights inside medfm; research only.",
-            limitations=["Converted weights; data facts are the paper's, not verified here."], model=model,
+            **method_facts(__package__, "converted"), model=model,
         )  # fmt: skip
         model.save_pretrained(run.dir / "checkpoints" / "final", card=card)
         from medfm.core.report import render_run_report

@@ -262,7 +262,7 @@ def _train_stage2(cfg: TrainConfig, run: Run, model: Any, items: list[Item]) -> 
 
 def make_card(run: Run, cfg: TrainConfig, model: Any, n_train: int, items: list[Item], seconds: float):
     """Model card from the run: data actually used, paradigm, objective, architecture, steps, evaluation."""
-    from medfm.core.cards import Capabilities, Training, TrainingData, card_from_run
+    from medfm.core.cards import Capabilities, Training, TrainingData, card_from_run, method_facts
 
     dims = model.spatial_dims
     modality = items[0].meta.get("modality", "xray") if items else "xray"
@@ -300,11 +300,6 @@ def make_card(run: Run, cfg: TrainConfig, model: Any, n_train: int, items: list[
     return card_from_run(
         run.dir, name=f"medvae-{p}-stage{cfg.stage}", method="medvae", data=data, training=training,
         capabilities=caps, model=model, seconds=seconds,
-        intended_use="Compress medical images into latents for storage and fast downstream training; research only.",
-        limitations=[
-            "Trained on " + ("synthetic phantoms" if phantom else "the listed data") + f" for {cfg.optim.steps} steps;"
-            " fidelity on other data is unknown.",
-            "Perceptual term is MS-SSIM or a frozen-teacher distance, not the paper's LPIPS; no BiomedCLIP offline.",
-            "Reconstructions can hide or invent small findings; never read them clinically.",
-        ],
+        **method_facts(__package__, "trained", data="synthetic phantoms" if phantom else "the listed data",
+                       steps=cfg.optim.steps),
     )  # fmt: skip

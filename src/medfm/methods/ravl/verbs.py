@@ -229,7 +229,7 @@ def run_discover(cfg: Any) -> int:
 
 
 def _save_final(run: Run, model: Any, cfg: Any, data: Any, summary: dict[str, Any], seconds: float) -> Path:
-    from medfm.core.cards import Capabilities, Training, TrainingData, card_from_run
+    from medfm.core.cards import Capabilities, Training, TrainingData, card_from_run, method_facts
 
     synthetic = not cfg.data.manifest
     modality = "CXR" if cfg.data.manifest or cfg.data.phantom == "cxr" else "other"
@@ -258,10 +258,7 @@ def _save_final(run: Run, model: Any, cfg: Any, data: Any, summary: dict[str, An
                         outputs="L2-normalised image/text embeddings; zero-shot class probabilities")  # fmt: skip
     card = card_from_run(
         run.dir, name=f"ravl-{m.method}", method=METHOD, data=data_card, training=training, capabilities=caps,
-        intended_use="Research on spurious correlations of vision-language models: auditing and mitigation.",
-        limitations=["Trained on synthetic phantoms" if synthetic else f"Trained only on {cfg.data.manifest}",
-                     "The region-aware loss is a reconstruction (RaVL's mitigation code is not released)",
-                     "Worst-group gains depend on discovery quality (Precision@k of the discovery run)"],
+        **method_facts(__package__, "mitigated", data="synthetic phantoms" if synthetic else f"{cfg.data.manifest} only"),
         model=model, seconds=seconds,
     )  # fmt: skip
     return model.save_pretrained(run.dir / "checkpoints" / "final", card=card)

@@ -191,11 +191,7 @@ def run_train(cfg: Any) -> int:
             run.dir, name="srr-bert-medfm", method=METHOD, data=data, training=training,
             capabilities=cards.Capabilities(["classification"], "one report sentence (English)",
                                             "Present/Uncertain/Absent per SRR-BERT leaf (55 leaves; 163/73/25 spaces)"),
-            intended_use="Label chest X-ray report sentences with SRR-BERT findings; score generated reports with "
-            "F1-SRR-BERT (research).",
-            limitations=["Trained on silver (lexicon) labels with gold status where available, not on the paper's "
-                         "1.5 M LLM-labelled utterances.", "English chest X-ray reports only.",
-                         "Rare leaves have few or no training sentences."],
+            **cards.method_facts(__package__, "classifier"),
             model=out.classifier.model, seconds=out.seconds)  # fmt: skip
         final = out.classifier.save_pretrained(run.checkpoints / "final", card=card)
         render_run_report(run.dir)

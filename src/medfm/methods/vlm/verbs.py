@@ -85,7 +85,7 @@ def run_prepare(cfg: PrepareConfig) -> int:
 def _card(
     run: Run, cfg: TrainConfig, spec: Any, model: Any, reports: list[Example], vqa: list[Example], out: dict[str, Any]
 ):
-    from medfm.core.cards import Capabilities, Training, TrainingData, card_from_run
+    from medfm.core.cards import Capabilities, Training, TrainingData, card_from_run, method_facts
 
     sources = [s for s in (cfg.data.reports, cfg.data.vqa) if s]
     prevalence: dict[str, float] = {}
@@ -129,13 +129,7 @@ def _card(
             inputs="one chest X-ray (PNG/JPEG/DICOM, greyscale) + a chat instruction",
             outputs="free-text report or short answer",
         ),
-        intended_use="Research on report generation, VQA, preference alignment and in-context learning with a "
-        "small, fully local VLM.",
-        limitations=[
-            "Trained on the data listed (synthetic phantoms by default); not validated on real radiographs.",
-            f"Images are resized to {size}x{size}; at most {spec.max_images} image(s) per conversation.",
-            "Generated reports can omit or invent findings.",
-        ],
+        **method_facts(__package__, "sft", size=size, max_images=spec.max_images),
         model=model,
         seconds=out["seconds"],
     )
