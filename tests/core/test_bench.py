@@ -111,7 +111,16 @@ def test_cached_base_model_is_built_once_per_config_and_code(bench_dir, tmp_path
 
     with pytest.raises(RuntimeError):
         bench.cached("base", {"steps": 30}, ["medfm.core.claims"], broken, cache_dir=cache)
-    assert sorted(p.name for p in cache.iterdir()) == sorted([a.name, other.name])  # nothing half-built left
+    finished = sorted(p.name for p in cache.iterdir() if not p.name.startswith("."))
+    assert finished == sorted([a.name, other.name])  # an interrupted build is never offered as finished
+    seen = []
+
+    def resume(folder: Path) -> None:  # the next attempt gets the interrupted build's folder back
+        seen.append((folder / "half.txt").read_text())
+        (folder / "model.txt").write_text("weights")
+
+    done = bench.cached("base", {"steps": 30}, ["medfm.core.claims"], resume, cache_dir=cache)
+    assert seen == ["x"] and (done / "model.txt").is_file() and not list(cache.glob(".*partial"))
 
 
 def test_code_hash_follows_the_source(tmp_path):

@@ -42,7 +42,7 @@ from typing import Any
 import yaml
 
 from medfm.core.claims import Claim, Control, claim, write_benchmark
-from medfm.core.files import match_umask
+from medfm.core.files import atomic_write_json, match_umask
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,9 @@ class Benchmark:
             name: artefact name, e.g. ``cxr-clip``.
             config: everything that determines the artefact (JSON-serialisable).
             code: importable module names whose source determines it (``medfm.methods.chexficient``).
-            build: writes the artefact into the folder it is given; an interrupted build leaves nothing.
+            build: writes the artefact into the folder it is given. The folder survives an interruption
+                (``.<name>-<key>.partial``) and is handed to the next attempt, so a build that trains through a
+                medfm verb with ``--output_dir`` inside it resumes from its checkpoints instead of restarting.
             cache_dir: default ``benchmarks/cache`` (git-ignored).
 
         Returns:
@@ -228,21 +230,19 @@ class Benchmark:
         if (final / "cache.json").is_file():
             log.info("reusing %s", final)
             return final
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-{key}.", dir=root))
-        match_umask(tmp, 0o777)
-        try:
-            t0 = time.perf_counter()
-            build(tmp)
-            meta = {"name": name, "key": key, "config": config, "code": list(code), "code_hash": digest,
-                    "build_s": round(time.perf_counter() - t0, 1), "command": self.command}  # fmt: skip
-            (tmp / "cache.json").write_text(json.dumps(meta, indent=2))
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.rename(final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        partial = root / f".{name}-{key}.partial"
+        if partial.is_dir():
+            log.info("continuing the interrupted build in %s", partial)
+        partial.mkdir(parents=True, exist_ok=True)
+        match_umask(partial, 0o777)
+        t0 = time.perf_counter()
+        build(partial)
+        meta = {"name": name, "key": key, "config": config, "code": list(code), "code_hash": digest,
+                "build_s": round(time.perf_counter() - t0, 1), "command": self.command}  # fmt: skip
+        atomic_write_json(partial / "cache.json", meta)
+        if final.exists():
+            shutil.rmtree(final)
+        partial.rename(final)
         return final
 
     # -- claims and the results file -------------------------------------------------------------------------------
