@@ -186,3 +186,21 @@ def test_orpo_and_simpo_by_hand():
     assert float(losses.orpo_loss([-2.0], [-6.0], [4], [3], lam=0.1)[0]) == pytest.approx(expect)
     # SimPO: beta (mw - ml) - gamma = 2 * 1.5 - 0.5 = 2.5
     assert float(losses.simpo_loss([-2.0], [-6.0], [4], [3], beta=2.0, gamma=0.5)[0]) == pytest.approx(_sig_log(2.5))
+
+
+def test_length_normalised_losses_count_an_empty_completion_as_one_token():
+    """|y| is clamped at 1: a one-token and an empty completion, values computed by hand."""
+    import math
+
+    from medfm.methods.chexalign.losses import ipo_loss, orpo_loss, simpo_loss
+
+    lw, ll, rw, rl = -0.5, -2.0, -1.0, -1.5
+    # IPO: h = (lw - rw)/1 - (ll - rl)/1 = 1.0; (h - 1/(2 beta))^2 with beta 0.25 -> (1 - 2)^2
+    assert float(ipo_loss([lw], [ll], [rw], [rl], [1], [0], beta=0.25)[0]) == pytest.approx(1.0)
+    # SimPO: -log sigma(beta * lw/1 - beta * ll/1 - gamma)
+    z = 2.0 * lw - 2.0 * ll - 0.5
+    assert float(simpo_loss([lw], [ll], [1], [0], beta=2.0, gamma=0.5)[0]) == pytest.approx(math.log1p(math.exp(-z)))
+    # ORPO: -mw - lam * log sigma(log odds(w) - log odds(l)), mean log-probs over 1 token each
+    odds = (lw - ll) - (math.log1p(-math.exp(lw)) - math.log1p(-math.exp(ll)))
+    want = -lw + 0.1 * math.log1p(math.exp(-odds))
+    assert float(orpo_loss([lw], [ll], [1], [0], lam=0.1)[0]) == pytest.approx(want)
