@@ -107,3 +107,28 @@ def test_chexficient_train(tmp_path):
     assert subprocess.run(_cli([*args[:-1], str(ref)]), env=env, capture_output=True, timeout=400).returncode == 0
     kill_then_resume(args, run, _step(ref))
     assert (ref / "curated_subset.csv").read_text() == (run / "curated_subset.csv").read_text()
+
+
+def test_mass_finetune(tmp_path):
+    assert main(["mass", "prepare", "--config", "preset:tiny", "--data.phantom_n", "3", *SMALL,
+                 "--output_dir", str(tmp_path / "prep")]) == 0  # fmt: skip
+    pre = tmp_path / "pre"
+    assert main(["mass", "pretrain", "--config", "preset:tiny", "--masks", str(tmp_path / "prep"), "--model.channels",
+                 "4,8,16", "--model.pos_size", "16", "--task.crop", "16", "--task.crop_margin", "4",
+                 "--task.num_masks", "3", "--train.steps", "2", "--output_dir", str(pre)]) == 0  # fmt: skip
+    test = [a.replace("--data.", "--test.") for a in SMALL]
+    run = tmp_path / "run"
+    kill_then_resume(["mass", "finetune", "--config", "preset:tiny", "--crop", "16", "--checkpoint",
+                      str(pre / "checkpoints" / "final"), *SMALL, *test, "--data.phantom_first", "5", "--data.phantom_n",
+                      "2", "--label_fraction", "0.5", "--test.phantom_first", "7", "--test.phantom_n", "1", "--steps",
+                      "40", "--checkpoint_every", "2", "--eval.structures", "liver", "--output_dir", str(run)], run, 40)  # fmt: skip
+
+
+def test_medvae_stage2(tmp_path):
+    s1 = tmp_path / "s1"
+    assert main(["medvae", "train", "--config", "preset:tiny", "--device", "cpu", "--optim.steps", "2",
+                 "--output_dir", str(s1)]) == 0  # fmt: skip
+    run = tmp_path / "run"
+    kill_then_resume(["medvae", "train", "--config", "preset:tiny", "--device", "cpu", "--stage", "2", "--model.init",
+                      str(s1 / "checkpoints" / "final"), "--optim.steps", "40", "--optim.checkpoint_every", "2",
+                      "--optim.log_every", "1", "--output_dir", str(run)], run, 40)  # fmt: skip

@@ -168,7 +168,8 @@ class FinetuneConfig(CommonOptions):
     mode: str = option("full", help="full (all weights + prompts) or probing (prompts only).",
                        choices=("full", "probing"))  # fmt: skip
     steps: int = option(60, help="Fine-tuning steps.")
-    batch_size: int = option(2, help="Crops per step.")
+    batch_size: int = option(2, help="Crops per step (global: split over the processes of a multi-process run).")
+    checkpoint_every: int = option(50, help="Checkpoint <run>/checkpoints/last every N steps (and at the end).")
     lr: float = option(5e-4, help="AdamW learning rate (model and prompts).")
     weight_decay: float = option(1e-3, help="AdamW weight decay.")
     crop: int = option(32, help="Crop side.")

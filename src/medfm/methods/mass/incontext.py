@@ -210,8 +210,8 @@ def finetune(model: IrisNet, train_cases: list[Case], structures: dict[str, int]
     Args:
         opts: a :class:`~medfm.methods.mass.config.FinetuneConfig` (steps, batch_size, lr, weight_decay, crop,
             foreground_prob, mode).
-        run_dir: where checkpoints go (``<run_dir>/checkpoints``; every 50 steps and at the end) and are resumed
-            from; None trains without checkpoints.
+        run_dir: where checkpoints go (``<run_dir>/checkpoints``; every ``opts.checkpoint_every`` steps and at the
+            end) and are resumed from; None trains without checkpoints.
 
     ``batch_size`` is the global batch: every process draws the same crops from the shared RNG and trains on its
     share.
@@ -263,7 +263,7 @@ def finetune(model: IrisNet, train_cases: list[Case], structures: dict[str, int]
         return {"loss": float(accelerator.reduce(loss.detach(), reduction="mean"))}
 
     fit(step_fn, steps=opts.steps, start=resumed.step if resumed else 0, checkpointer=ckpt, metrics=metrics,
-        log_every=10, checkpoint_every=50, desc="finetune", state_fn=lambda: {"rng": rng.bit_generator.state})  # fmt: skip
+        log_every=10, checkpoint_every=int(getattr(opts, "checkpoint_every", 50)), desc="finetune", state_fn=lambda: {"rng": rng.bit_generator.state})  # fmt: skip
     out = accelerator.unwrap_model(prompted)
     out.eval()
     return out
