@@ -98,3 +98,17 @@ def test_rowstats_attention_matches_eager_with_gqa_and_blocks():
 def test_span_mean_rejects_empty_span():
     with pytest.raises(ValueError):
         span_mean(torch.ones(1, 1, 3), 2, 2)
+
+
+def test_lookback_ratio_and_llm_check_edges():
+    # no context (c = 0 counts as 1 key) and no keys after it (T - c = 0 counts as 1)
+    ctx_mass = torch.tensor([[[0.5, 0.5]]])
+    # c=1, rest=1: ctx = 0.5, new = 0.5 -> 0.5 per row
+    assert math.isclose(float(lookback_ratio(ctx_mass, 0, 2, context_end=0, length=2)[0]), 0.5, rel_tol=1e-6)
+    # c=2, T=2 -> rest 1: ctx = 0.25, new = 0.5 -> 1/3
+    assert math.isclose(float(lookback_ratio(ctx_mass, 0, 2, context_end=2, length=2)[0]), 1 / 3, rel_tol=1e-6)
+    diag = torch.tensor([[[0.5, 0.5]], [[0.25, 0.25]]])  # (L=2, H=1, T=2)
+    # layer_fraction 1.0 points past the last layer: the last cumulative value is used
+    expected = math.log(0.5) + math.log(0.25)
+    assert math.isclose(llm_check_attention_score(diag, 0, 2, layer_fraction=1.0), expected, rel_tol=1e-6)
+    assert math.isclose(llm_check_attention_score(diag, 0, 2, layer_fraction=0.0), math.log(0.5), rel_tol=1e-6)
