@@ -138,3 +138,38 @@ def test_two_views_overlap_at_least_two_thirds():
         assert (overlap >= int(0.67 * 30)).all()
         assert (a >= 0).all() and (a + 30 <= np.array([50, 40, 60])).all()
         assert (b >= 0).all() and (b + 30 <= np.array([50, 40, 60])).all()
+
+
+def test_mass_losses_hand_computed():
+    import math
+
+    import torch
+
+    from medfm.methods.mass.losses import adaptive_dice_loss, bce_loss, mass_loss, nt_xent
+
+    p = [0.9, 0.6, 0.3, 0.2]
+    y = [1.0, 0.0, 1.0, 1.0]
+    logits = torch.tensor([math.log(v / (1 - v)) for v in p]).view(1, 1, 1, 2, 2).repeat(2, 1, 1, 1, 1)
+    target = torch.tensor(y).view(1, 1, 1, 2, 2).repeat(2, 1, 1, 1, 1)
+    tp = sum(a * b for a, b in zip(p, y))  # 1.4
+    fp = sum(a * (1 - b) for a, b in zip(p, y))  # 0.6
+    fn = sum((1 - a) * b for a, b in zip(p, y))  # 1.6
+    alpha = min(max(fp / (fp + fn), 0.2), 0.8)  # 0.2727: inside the clamp, and not 1/2
+    dice_loss = 1 - tp / (tp + alpha * fp + (1 - alpha) * fn)
+    bce = -sum(b * math.log(a) + (1 - b) * math.log(1 - a) for a, b in zip(p, y)) / 4
+    d = adaptive_dice_loss(logits, target)
+    assert d.shape == (2, 1) and torch.allclose(d, torch.full((2, 1), dice_loss), atol=1e-5)
+    b = bce_loss(logits, target)
+    assert b.shape == (2, 1) and torch.allclose(b, torch.full((2, 1), bce), atol=1e-5)
+    assert float(mass_loss(logits, target, dice_weight=2.0, bce_weight=0.5)) == pytest.approx(
+        2.0 * dice_loss + 0.5 * bce, abs=1e-5
+    )
+    # alpha clamps at 0.8 when almost everything predicted is a false positive
+    many_fp = torch.tensor([math.log(v / (1 - v)) for v in (0.99, 0.99, 0.99, 0.5)]).view(1, 1, 1, 2, 2)
+    only_last = torch.tensor([0.0, 0.0, 0.0, 1.0]).view(1, 1, 1, 2, 2)
+    tp, fp, fn = 0.5, 2.97, 0.5  # FP / (FP + FN) = 0.856 -> 0.8
+    assert float(adaptive_dice_loss(many_fp, only_last)) == pytest.approx(1 - tp / (tp + 0.8 * fp + 0.2 * fn), abs=1e-5)
+    # NT-Xent with identical views: each row's positive is its twin, the two other rows are at similarity 0
+    z = torch.eye(2)
+    t = 0.5
+    assert float(nt_xent(z, z.clone(), t)) == pytest.approx(math.log(2 + math.exp(1 / t)) - 1 / t, abs=1e-5)
