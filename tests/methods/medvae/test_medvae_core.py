@@ -174,3 +174,37 @@ def test_16bit_png_and_monochrome1_dicom(tmp_path):
     pydicom.dcmwrite(str(tmp_path / "m1.dcm"), ds, enforce_file_format=True)
     arr, _ = load_image_file(tmp_path / "m1.dcm", dims=2)
     assert arr[0, 0] > arr[0, 7]  # inverted: zero stored value is bright
+
+
+def test_ms_ssim_settings_follow_the_size_rule():
+    from medfm.methods.medvae.losses import MS_SSIM_WEIGHTS, ms_ssim_settings
+
+    def norm(k):
+        w = MS_SSIM_WEIGHTS[:k]
+        return tuple(x / sum(w) for x in w)
+
+    # MONAI needs side // (scales - 1)^2 > kernel - 1 and side // 2^(scales - 1) >= kernel
+    assert ms_ssim_settings(256) == (11, norm(5))
+    assert ms_ssim_settings(64) == (11, norm(3))  # 64 // 9 = 7 is not > 10: three scales
+    assert ms_ssim_settings(32) == (11, norm(2))
+    assert ms_ssim_settings(11) == (11, norm(1))
+    assert ms_ssim_settings(8) == (7, norm(1))
+    assert ms_ssim_settings(2) == (1, (1.0,))
+    assert abs(sum(ms_ssim_settings(256)[1]) - 1.0) < 1e-12
+
+
+def test_ssim_window_by_image_size_and_identity():
+    import torch
+    from monai.metrics.regression import compute_ssim_and_cs
+
+    from medfm.methods.medvae.losses import ssim
+
+    g = torch.Generator().manual_seed(0)
+    for side, kernel in ((16, 11), (12, 11), (11, 7), (8, 7), (7, 3)):
+        x = torch.rand(2, 1, side, side, generator=g)
+        y = (x + 0.1 * torch.rand(2, 1, side, side, generator=g)).clamp(0, 1)
+        ref, _ = compute_ssim_and_cs(x, y, spatial_dims=2, kernel_size=[kernel] * 2, kernel_sigma=[1.5] * 2,
+                                     data_range=1.0)  # fmt: skip
+        got = ssim(x, y)
+        assert got.shape == (2,) and torch.allclose(got, ref.flatten(1).mean(1)), side
+        assert torch.allclose(ssim(x, x), torch.ones(2), atol=1e-5)
