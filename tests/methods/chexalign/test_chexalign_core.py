@@ -204,3 +204,16 @@ def test_length_normalised_losses_count_an_empty_completion_as_one_token():
     odds = (lw - ll) - (math.log1p(-math.exp(lw)) - math.log1p(-math.exp(ll)))
     want = -lw + 0.1 * math.log1p(math.exp(-odds))
     assert float(orpo_loss([lw], [ll], [1], [0], lam=0.1)[0]) == pytest.approx(want)
+
+
+def test_length_normalised_losses_with_an_empty_chosen_completion():
+    import math
+
+    from medfm.methods.chexalign.losses import ipo_loss, orpo_loss, simpo_loss
+
+    lw, ll, rw, rl = -0.5, -2.0, -1.0, -1.5  # the chosen completion is empty (|y_w| = 0 counts as 1)
+    assert float(ipo_loss([lw], [ll], [rw], [rl], [0], [1], beta=0.25)[0]) == pytest.approx(1.0)
+    z = 2.0 * lw - 2.0 * ll - 0.5
+    assert float(simpo_loss([lw], [ll], [0], [1], beta=2.0, gamma=0.5)[0]) == pytest.approx(math.log1p(math.exp(-z)))
+    odds = (lw - ll) - (math.log1p(-math.exp(lw)) - math.log1p(-math.exp(ll)))
+    assert float(orpo_loss([lw], [ll], [0], [1], lam=0.1)[0]) == pytest.approx(-lw + 0.1 * math.log1p(math.exp(-odds)))
