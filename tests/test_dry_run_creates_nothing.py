@@ -43,3 +43,18 @@ def test_dry_run_leaves_no_folder(group, cmd, tmp_path, monkeypatch, capsys):
     code = main([*argv, "--dry_run", "true"])
     assert code in (0, 2, 3)
     assert not (tmp_path / "runs").exists()
+
+
+# Verbs whose defaults are a complete configuration: their dry run must reach the plan (exit 0), so the test
+# above exercises the plan path and not only the rejection of a missing input.
+PLANNING = ["chexficient curate", "chexficient train", "mass finetune", "mass prepare", "mass probe", "mass segment",
+            "medvae train", "phantom ct", "phantom cxr", "raddiff prepare", "smmile prepare", "smmile run",
+            "srrg evaluate", "srrg prepare", "srrg structure", "srrg train"]  # fmt: skip
+
+
+@pytest.mark.parametrize("verb", PLANNING)
+def test_dry_run_prints_a_plan_and_leaves_no_folder(verb, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    assert main([*verb.split(), "--dry_run", "true", "--output_dir", str(out)]) == 0
+    assert "dry run" in capsys.readouterr().out and not out.exists() and not (tmp_path / "runs").exists()

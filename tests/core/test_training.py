@@ -136,3 +136,19 @@ def test_batch_sizes_are_global_and_shards_cover_the_batch():
         num_processes, process_index = 2, 1
 
     assert shard([3, 1, 4, 1, 5], Two()) == [1, 1]
+
+
+@pytest.mark.parametrize("umask,dir_mode,file_mode", [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600)])
+def test_checkpoint_files_follow_the_umask(tmp_path, umask, dir_mode, file_mode):
+    import os
+
+    acc, _model, _opt = _acc_and_model()
+    old = os.umask(umask)
+    try:
+        Checkpointer(tmp_path, acc).save(1, {"a": 1}, {"t": torch.zeros(2)})
+    finally:
+        os.umask(old)
+    last = tmp_path / "checkpoints" / "last"
+    assert last.stat().st_mode & 0o777 == dir_mode
+    files = [p for p in last.iterdir() if p.is_file()]
+    assert files and all(p.stat().st_mode & 0o777 == file_mode for p in files), [oct(p.stat().st_mode) for p in files]

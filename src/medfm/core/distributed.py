@@ -54,17 +54,27 @@ def broadcast_from_main(value: Any, cpu: bool = False) -> Any:
 
 
 def layout(accelerator: Any | None = None) -> dict[str, Any]:
-    """World size, rank layout, device and precision, for env.json and reports."""
+    """World size, rank layout, device and precision, for env.json and reports.
+
+    Without ``accelerator``, the state of the Accelerator this process trained with (if any: Accelerate keeps it
+    process-wide), else what the launcher's environment says."""
+    import sys
+
     out: dict[str, Any] = {"world_size": world_size(), "rank": process_rank(),
                            "local_rank": _env_int("LOCAL_RANK", "SLURM_LOCALID", default=0)}  # fmt: skip
-    if accelerator is not None:
+    state = accelerator.state if accelerator is not None else None
+    if state is None and "accelerate" in sys.modules:  # never import torch just to say "one process"
+        from accelerate.state import AcceleratorState
+
+        if AcceleratorState._shared_state:  # an Accelerator was created in this process
+            state = AcceleratorState()
+    if state is not None:
         out.update(
-            world_size=int(accelerator.num_processes),
-            rank=int(accelerator.process_index),
-            local_rank=int(accelerator.local_process_index),
-            distributed_type=str(accelerator.distributed_type).split(".")[-1],
-            device=str(accelerator.device),
-            mixed_precision=str(accelerator.mixed_precision),
-            gradient_accumulation_steps=int(accelerator.gradient_accumulation_steps),
+            world_size=int(state.num_processes),
+            rank=int(state.process_index),
+            local_rank=int(state.local_process_index),
+            distributed_type=str(state.distributed_type).split(".")[-1],
+            device=str(state.device),
+            mixed_precision=str(state.mixed_precision),
         )
     return out

@@ -327,8 +327,12 @@ class Run:
         return Results(method=self.method, verb=self.verb, meta={"run_dir": str(self.dir)})
 
     def save_results(self, results: Results) -> Path:
+        """Write results.json (rank 0), recording the process layout the run trained with in env.json."""
         path = self.dir / "results.json"
-        return results.save(path) if self.is_main else path
+        if not self.is_main:
+            return path
+        self.record_layout()
+        return results.save(path)
 
     def write_samples(self, rows: Iterable[dict[str, Any]], name: str = "samples.jsonl") -> Path:
         if not self.is_main:

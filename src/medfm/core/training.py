@@ -117,7 +117,7 @@ class Checkpointer:
         """Write a checkpoint at ``step`` (call on every rank). ``state`` must be JSON-serialisable."""
         if self.root is None:
             return
-        from medfm.core.files import match_umask
+        from medfm.core.files import atomic_write_json, match_umask
 
         acc = self.accelerator
         tmp = self.root / ".last.tmp"
@@ -125,7 +125,6 @@ class Checkpointer:
         if main:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            match_umask(tmp, 0o777)
         _barrier(acc)
         if acc is not None:
             acc.save_state(str(tmp), safe_serialization=True)
@@ -136,13 +135,9 @@ class Checkpointer:
 
                 save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / TENSORS_FILE))
             world = int(getattr(acc, "num_processes", 1)) if acc is not None else 1
-            doc = {"format": FORMAT, "step": int(step), "world_size": world, "saved_at": time.time(),
-                   "state": state or {}}  # fmt: skip
-            with open(tmp / STATE_FILE, "w", encoding="utf-8") as fh:
-                json.dump(doc, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            for f in tmp.iterdir():
+            atomic_write_json(tmp / STATE_FILE, {"format": FORMAT, "step": int(step), "world_size": world,
+                                                 "saved_at": time.time(), "state": state or {}})  # fmt: skip
+            for f in tmp.iterdir():  # safetensors writes 0600 whatever the umask: give them what open() would
                 if f.is_file():
                     match_umask(f, 0o666)
             # rotate: previous <- last <- tmp; each rename is atomic, so a kill leaves last or previous whole
@@ -213,7 +208,6 @@ def fit(
     log_every: int = 10,
     checkpoint_every: int = 0,
     desc: str = "train",
-    steps_iter: Iterable[int] | None = None,
 ) -> dict[str, float]:
     """The step loop every medfm training verb runs: ``step_fn(step)`` for ``step`` in ``[start, steps)``.
 
@@ -225,7 +219,7 @@ def fit(
     from medfm.core.runs import progress
 
     logs: dict[str, float] = {}
-    for step in progress(steps_iter or range(start, steps), desc=desc, total=steps, initial=start):
+    for step in progress(range(start, steps), desc=desc, total=steps, initial=start):
         logs = step_fn(step)
         done = step + 1
         if metrics is not None and (done % max(1, log_every) == 0 or done == steps):
@@ -244,14 +238,11 @@ def average_gradients(params: Iterable[Any], accelerator: Any) -> None:
     if accelerator is None or getattr(accelerator, "num_processes", 1) <= 1:
         return
     import torch
-    import torch.distributed as dist
 
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= accelerator.num_processes
+    flat = accelerator.reduce(torch.cat([g.reshape(-1) for g in grads]), reduction="mean")  # one collective
     offset = 0
     for g in grads:
         g.copy_(flat[offset : offset + g.numel()].view_as(g))

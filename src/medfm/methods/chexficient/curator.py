@@ -274,8 +274,8 @@ class GatheredBatch:
         Selection and prototype updates depend on row order; restoring the global order makes the kept set the
         same on 1 and N processes."""
         ids = self.ids()
-        pos = {int(r): i for i, r in enumerate(np.asarray(rows).tolist())}
-        order = torch.as_tensor(sorted(range(len(ids)), key=lambda j: pos[int(ids[j])]), dtype=torch.long)
+        where = {int(i): j for j, i in enumerate(ids.tolist())}
+        order = torch.as_tensor([where[int(r)] for r in np.asarray(rows).tolist()], dtype=torch.long)
         return GatheredBatch([torch.cat(self.img)[order]], [torch.cat(self.txt)[order]], [ids[order]])
 
 

@@ -186,10 +186,7 @@ class Trainer:
         return g_i[ok], g_t[ok], g_ids[ok]
 
     def _loss(self, zi: torch.Tensor, zt: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        world = self.world[1]
-        if world == 1:
-            return clip_loss(zi, zt, scale)
-        from medfm.core.training import gather_with_grad
+        from medfm.core.training import gather_with_grad  # a no-op in one process
 
         return clip_loss(gather_with_grad(zi, self.accelerator), gather_with_grad(zt, self.accelerator), scale)
 
@@ -226,17 +223,14 @@ class Trainer:
         return expected_keep_fraction(t.batch_size, c.num_prototypes, c.max_per_cluster, c.q_support, c.q_outlier)
 
     # -- checkpointing -------------------------------------------------------------------------------------------
-    def checkpoint_dir(self) -> Path | None:
-        return self.run_dir / "checkpoints" / "last" if self.run_dir is not None else None
-
     def save_checkpoint(self) -> None:
         """Model, optimiser, loop state, curator and logged rows (call on every process)."""
         self.state.compute = {**asdict(self.compute)}
         cur = self.curator.state_dict()
         tensors = {"curator.generator": cur.pop("generator")}
-        if cur.get("prototypes") is not None:
-            tensors["curator.prototypes"] = cur.pop("prototypes")
-        cur.pop("prototypes", None)
+        protos = cur.pop("prototypes")
+        if protos is not None:
+            tensors["curator.prototypes"] = protos
         self.checkpointer.save(self.state.step, {"trainer": asdict(self.state), "curator": cur,
                                                  "metrics": self.metrics_rows}, tensors)  # fmt: skip
 

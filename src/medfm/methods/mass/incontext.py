@@ -263,7 +263,7 @@ def finetune(model: IrisNet, train_cases: list[Case], structures: dict[str, int]
         return {"loss": float(accelerator.reduce(loss.detach(), reduction="mean"))}
 
     fit(step_fn, steps=opts.steps, start=resumed.step if resumed else 0, checkpointer=ckpt, metrics=metrics,
-        log_every=10, checkpoint_every=int(getattr(opts, "checkpoint_every", 50)), desc="finetune", state_fn=lambda: {"rng": rng.bit_generator.state})  # fmt: skip
+        log_every=10, checkpoint_every=opts.checkpoint_every, desc="finetune", state_fn=lambda: {"rng": rng.bit_generator.state})  # fmt: skip
     out = accelerator.unwrap_model(prompted)
     out.eval()
     return out

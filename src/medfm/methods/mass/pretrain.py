@@ -87,12 +87,6 @@ class PretextObjective(nn.Module):
         return err.sum() / hole.sum().clamp_min(1.0)
 
 
-def pretext_loss(model: IrisNet, aux: AuxHeads, batch: dict[str, torch.Tensor], task: Any,
-                 rng: np.random.Generator) -> torch.Tensor:  # fmt: skip
-    """Loss of one batch for ``task.objective`` in {mass, simclr, mim} (single process; see :class:`PretextObjective`)."""
-    return PretextObjective(model, aux, task)(batch, mim_holes(batch, task, rng))
-
-
 def mim_holes(batch: dict[str, torch.Tensor], task: Any, rng: np.random.Generator) -> torch.Tensor | None:
     """MIM's random cube masks for the batch's target views (None for the other objectives)."""
     if task.objective != "mim":

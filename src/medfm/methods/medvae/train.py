@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from medfm.core.errors import UsageError
 from medfm.core.runs import Run
-from medfm.core.training import Checkpointer, average_gradients, fit
+from medfm.core.training import Checkpointer, average_gradients, fit, make_accelerator
 from medfm.methods.medvae.config import TrainConfig
 from medfm.methods.medvae.data import Item, fit_to, load_items, split_items
 
@@ -49,12 +49,6 @@ class ImageDataset(Dataset):
             arr = arr[tuple(slice(s, s + self.patch) for s in starts)]
         t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None]
         return t.expand(self.in_channels, *t.shape[1:]).clone() if self.in_channels > 1 else t
-
-
-def make_accelerator(device: str, mixed_precision: str = "no", grad_accum: int = 1, global_batch: int | None = None):
-    from medfm.core.training import make_accelerator as make
-
-    return make(device, mixed_precision, grad_accum, global_batch=global_batch)
 
 
 def _cycle(loader: DataLoader):
@@ -174,8 +168,7 @@ def _train_stage1(cfg: TrainConfig, run: Run, model: Any, items: list[Item], dim
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(ds, batch_size=min(o.batch_size, len(ds)), shuffle=True, drop_last=True, generator=gen,
                         num_workers=o.num_workers)  # fmt: skip
-    acc = make_accelerator(cfg.device, o.mixed_precision, o.grad_accum, loader.batch_size)
-    run.record_layout(acc)
+    acc = make_accelerator(cfg.device, o.mixed_precision, o.grad_accum, global_batch=loader.batch_size)
     criterion.to(acc.device)
     # The discriminator is not DDP-wrapped (two forward passes per backward, with batch norm, as the original):
     # its gradients are averaged over processes explicitly after each discriminator backward.
@@ -233,8 +226,7 @@ def _train_stage2(cfg: TrainConfig, run: Run, model: Any, items: list[Item]) -> 
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(ds, batch_size=min(o.batch_size, len(ds)), shuffle=True, drop_last=True, generator=gen,
                         num_workers=o.num_workers)  # fmt: skip
-    acc = make_accelerator(cfg.device, o.mixed_precision, o.grad_accum, loader.batch_size)
-    run.record_layout(acc)
+    acc = make_accelerator(cfg.device, o.mixed_precision, o.grad_accum, global_batch=loader.batch_size)
     teacher.requires_grad_(False)
     teacher.to(acc.device)
     objective, opt, loader = acc.prepare(_ProjectionObjective(model, teacher), opt, loader)

@@ -223,13 +223,6 @@ class Finetuner:
         self.images = torch.from_numpy(data.images)
 
     # -- checkpoints -------------------------------------------------------------------------------------------------
-    @property
-    def ckpt(self) -> Path | None:
-        return self.run_dir / "checkpoints" / "last" if self.run_dir else None
-
-    def save_checkpoint(self) -> None:
-        self.checkpointer.save(self.step, {"q": self.q.tolist()})
-
     def maybe_resume(self) -> bool:
         resumed = self.checkpointer.load()
         if resumed is None:
@@ -271,7 +264,8 @@ class Finetuner:
             zt = m.encode_text(m.tokenize(prompts).to(dev)).view(len(self.data.classnames), len(PROMPT_TEMPLATES), -1)
             W = F.normalize(zt.mean(1), dim=-1)
             logits = scale * z_img @ W.T
-            every = np.concatenate([shard(idx, _Rank(r, acc.num_processes)) for r in range(acc.num_processes)])
+            w = acc.num_processes
+            every = np.concatenate([idx[r::w] for r in range(w)])  # the global batch in gathered (rank) order
             y = torch.as_tensor(self.data.labels[every], device=dev)  # gathered rows are in rank order
             per = F.cross_entropy(logits, y, reduction="none")
             g = torch.as_tensor(self.groups[every], device=dev)
@@ -320,13 +314,6 @@ class Finetuner:
 
     def unwrapped(self) -> Any:
         return self.model
-
-
-class _Rank:
-    """Stand-in accelerator for :func:`medfm.core.training.shard`: process ``process_index`` of ``num_processes``."""
-
-    def __init__(self, process_index: int, num_processes: int):
-        self.process_index, self.num_processes = process_index, num_processes
 
 
 class _Objective(torch.nn.Module):
