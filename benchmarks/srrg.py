@@ -1,20 +1,31 @@
-"""SRRG benchmark: SRR-BERT-style classifier vs the lexicon baseline, structuring on IU reports, scoring speed.
+"""SRRG benchmark: SRR-BERT-style classifier vs the lexicon and a TF-IDF baseline, structuring, scoring speed.
 
-Measured side by side in one run: the MiniLM finding classifier, trained once per seed on silver sentences
-(phantoms of generator seed 1, radlabels' first half, IU reports), and the lexicon labeller on the same held-out
-reports (phantoms of generator seed 1001; radlabels' second half with its annotated labels); the lexicon-driven
-offline structurer on every IU report (format validity, label recall); and F1-SRR-BERT scoring throughput of
-the trained classifier over warm repetitions. Gold labels used for evaluation are never used for training.
+Measured side by side in one run, every trained arm through the ``medfm srrg train`` verb:
+
+* the MiniLM finding classifier (SRR-BERT recipe at CPU scale), one run per seed on silver sentences
+  (phantoms of generator seed 1, radlabels' first half with its gold statuses, 1,500 IU reports), trained in
+  epochs with early stopping on a held-out 10 % of the training reports and per-label thresholds tuned there;
+* the TF-IDF + logistic-regression baseline on the same sentences and the same validation split per seed;
+* the lexicon labeller (no training);
+
+all scored on the same held-out reports: radlabels' second half against its annotated labels (independent of
+the lexicon: the primary evaluation) and phantoms of generator seed 1001 (secondary: written in the lexicon's
+own vocabulary). Then the lexicon-driven offline structurer on every IU report (format validity, label recall)
+and F1-SRR-BERT scoring throughput of the trained classifier over warm repetitions. Gold labels used for
+evaluation are never used for training. Each seed's trained models are cached (benchmarks/cache) keyed by
+recipe and code, and a killed run resumes inside its cache folder from the verb's checkpoints.
 
 Claims are declared in benchmarks/claims/srrg.yaml. Trained arms are compared over ``--seeds`` training runs
 with seeds-then-reports bootstrap CIs.
 
-    nice -n 10 .venv/bin/python benchmarks/srrg.py            # about 15 min on 2 CPU cores (3 seeds)
+    nice -n 10 .venv/bin/python benchmarks/srrg.py            # ~45 min on 2 CPU cores (3 seeds); ~3 min on one GPU
+    .venv/bin/python benchmarks/srrg.py --device cuda
     .venv/bin/python benchmarks/srrg.py --quick               # CI-size smoke run, nothing written to results/
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import resource
 import sys
@@ -58,10 +69,28 @@ def matrices(classifier: object, texts: list, space: str) -> tuple[np.ndarray, n
     return yt, yp, findings_label_f1(pred, gold, space)
 
 
+def train_arm(bench: Benchmark, model: str, seed: int, recipe: dict[str, object]) -> tuple[object, dict]:
+    """Train one arm through ``medfm srrg train`` (cached per recipe, code and seed); ``(classifier, results)``."""
+    from medfm.methods.srrg.classifier import load_classifier
+
+    opts = [f"--{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in recipe.items() if v is not None]
+    opts += ["--model", model, "--seed", str(seed)]
+
+    def build(folder):
+        bench.run_verb("srrg", "train", *opts, output_dir=folder / "run")
+
+    folder = bench.cached(f"srrg-{model}-seed{seed}", {"options": opts, "device": bench.args.device},
+                          ["medfm.methods.srrg", "medfm.core.training"], build)  # fmt: skip
+    results = json.loads((folder / "run" / "results.json").read_text())
+    return load_classifier(str(folder / "run" / "checkpoints" / "final"), device=bench.args.device), results
+
+
 def main(argv: list[str] | None = None) -> int:
     bench = Benchmark("srrg", __doc__)
-    bench.parser.add_argument("--steps", type=int, default=150, help="classifier optimizer steps per seed")
-    bench.parser.add_argument("--batch_size", type=int, default=16)
+    bench.parser.add_argument("--epochs", type=int, default=10, help="most epochs per training run")
+    bench.parser.add_argument("--patience", type=int, default=2, help="epochs without validation gain before stopping")
+    bench.parser.add_argument("--batch_size", type=int, default=32)
+    bench.parser.add_argument("--max_length", type=int, default=32, help="tokens per sentence (p95 is ~25)")
     bench.parser.add_argument(
         "--iu_train", type=int, default=1500, help="IU reports used for silver training sentences"
     )
@@ -74,26 +103,23 @@ def main(argv: list[str] | None = None) -> int:
 
     from medfm.core.metrics import bootstrap_ci, hierarchical_bootstrap, mean_ci
     from medfm.data.assets import iu_reports
-    from medfm.methods.srrg.data import iu_texts, phantom_texts, radlabels_texts, silver_sentences
     from medfm.methods.srrg.lexicon import LexiconLabeller
     from medfm.methods.srrg.metric import f1_srr_bert
     from medfm.methods.srrg.preservation import content_preservation
     from medfm.methods.srrg.structurer import OfflineStructurer
-    from medfm.methods.srrg.train import train_classifier
 
-    steps = bench.size(args.steps, 10)
     reps = bench.size(args.reps, 2)
     nb = bench.size(args.bootstrap, 200)
-    metrics: dict[str, object] = {"steps": steps, "batch_size": args.batch_size, "seeds": bench.seeds}
+    # the verb's sources reproduce the training set: phantoms seed 1, radlabels' first half, IU silver sentences
+    recipe: dict[str, object] = {
+        "sources": ["phantom", "radlabels", "iu"], "phantom_n": bench.size(400, 100), "phantom_seed": 1,
+        "radlabels_train_fraction": 0.5, "iu_limit": bench.size(args.iu_train, 200),
+        "epochs": bench.size(args.epochs, 1), "max_steps": bench.size(None, 10), "patience": args.patience,
+        "batch_size": args.batch_size, "max_length": args.max_length, "val_fraction": 0.1,
+        "eval_phantom_n": bench.size(200, 20),
+    }  # fmt: skip
+    metrics: dict[str, object] = {"recipe": recipe, "seeds": bench.seeds}
     lex = LexiconLabeller()
-
-    # 1. classifier: one training run per seed on phantoms (seed 1) + radlabels first half + IU silver sentences
-    rl = radlabels_texts()
-    train_sents = (silver_sentences(phantom_texts(bench.size(400, 100), 1)) + silver_sentences(rl[:500])
-                   + silver_sentences(iu_texts(bench.size(args.iu_train, 200)), use_gold_status=False))  # fmt: skip
-    train_sents = list({s.text: s for s in train_sents}.values())
-    metrics["train_sentences"] = len(train_sents)
-    metrics["epochs_per_seed"] = steps * args.batch_size / len(train_sents)
     sets = labelled_sets(bench)
     spaces = ("leaves", "leaves_with_statuses")
     # lexicon (deterministic) on the held-out sets, once
@@ -102,52 +128,73 @@ def main(argv: list[str] | None = None) -> int:
     }
     metrics["classifier_lexicon"] = {f"{d}/{sp}/{avg}_f1": v for d in sets for sp in spaces
                                      for avg, v in lex_m[d][sp][2].items()}  # fmt: skip
-    clf_m: list[dict[str, dict[str, tuple]]] = []
-    per_seed_metrics, train_seconds, final_loss = [], [], []
+    arms: dict[str, list[dict[str, dict[str, tuple]]]] = {"minilm": [], "tfidf": []}
+    runs: dict[str, list[dict[str, object]]] = {"minilm": [], "tfidf": []}
     clf0 = None
     for seed in bench.seeds:
-        t0 = time.perf_counter()
-        with bench.tmpdir(f"train-seed{seed}") as tmp:
-            out = train_classifier(train_sents, tmp, steps=steps, batch_size=args.batch_size, max_length=32,
-                                   save_every=0, seed=seed, device=args.device)  # fmt: skip
-        train_seconds.append(round(time.perf_counter() - t0, 1))
-        final_loss.append(float(out.final_loss))
-        log.info("seed %d: trained in %.0f s (loss %.4f)", seed, train_seconds[-1], out.final_loss)
-        clf = out.classifier
-        if clf0 is None:
-            clf0 = clf
-        m = {d: {sp: matrices(clf, texts, sp) for sp in spaces} for d, texts in sets.items()}
-        clf_m.append(m)
-        per_seed_metrics.append(
-            {f"{d}/{sp}/{avg}_f1": v for d in sets for sp in spaces for avg, v in m[d][sp][2].items()}
-        )
-    metrics["train_seconds"] = train_seconds
-    metrics["final_loss"] = final_loss
-    metrics["classifier_minilm_per_seed"] = per_seed_metrics
-    metrics["classifier_minilm"] = {k: float(np.mean([m[k] for m in per_seed_metrics])) for k in per_seed_metrics[0]}
+        for model, arm in (("srr-bert", "minilm"), ("tfidf", "tfidf")):
+            t0 = time.perf_counter()
+            clf, res = train_arm(bench, model, seed, recipe)
+            if arm == "minilm" and clf0 is None:
+                clf0 = clf
+            m = {d: {sp: matrices(clf, texts, sp) for sp in spaces} for d, texts in sets.items()}
+            arms[arm].append(m)
+            info = {"seed": seed, "seconds_incl_cache": round(time.perf_counter() - t0, 1),
+                    "train_sentences": res["meta"].get("train_sentences"),
+                    "val_sentences": res["meta"].get("val_sentences"),
+                    "median_threshold": res["meta"].get("median_threshold"),
+                    "held_out": {f"{d}/{sp}/{avg}_f1": v for d in sets for sp in spaces
+                                 for avg, v in m[d][sp][2].items()}}  # fmt: skip
+            met = res.get("metrics", {})
+            for k in ("epochs_run", "best_val_micro_f1", "final_loss", "C"):
+                if k in met:
+                    info[k] = met[k]["value"] if isinstance(met[k], dict) else met[k]
+            if "training_curve" in res.get("tables", {}):
+                info["curve"] = res["tables"]["training_curve"]
+            runs[arm].append(info)
+            log.info("seed %d %s: %s", seed, arm, {k: v for k, v in info.items() if k not in ("curve", "held_out")})
+    metrics["runs"] = runs
+    for arm in arms:
+        per = [r["held_out"] for r in runs[arm]]
+        metrics[f"classifier_{arm}"] = {k: float(np.mean([p[k] for p in per])) for k in per[0]}
 
     seeds_n = len(bench.seeds)
+    epochs = [r.get("epochs_run") for r in runs["minilm"]]
     for data in ("phantom", "radlabels"):
+        clf_m = arms["minilm"]
         yt = clf_m[0][data]["leaves"][0]
         point, ci, _ = hierarchical_bootstrap(micro_f1, [(m[data]["leaves"][0], m[data]["leaves"][1]) for m in clf_m],
                                               n_resamples=nb, seed=0)  # fmt: skip
+        lev = {a: float(np.mean([micro_f1(m[data]["leaves"][0], m[data]["leaves"][1]) for m in arms[a]]))
+               for a in arms}  # fmt: skip
+        lev["lexicon"] = micro_f1(lex_m[data]["leaves"][0], lex_m[data]["leaves"][1])
         macro = metrics["classifier_minilm"][f"{data}/leaves/macro_f1"]
-        bench.claim(f"leaf_micro_f1_{data}", point, ci=ci, n=len(yt), seeds=seeds_n, levels={"classifier": point},
-                    note=f"macro {macro:.3f}; MiniLM, {steps} steps x {args.batch_size} sentences "
-                    f"({metrics['epochs_per_seed']:.2f} epoch) on silver labels, per seed")  # fmt: skip
+        bench.claim(f"leaf_micro_f1_{data}", point, ci=ci, n=len(yt), seeds=seeds_n,
+                    levels={"classifier": point, "tfidf": lev["tfidf"], "lexicon": lev["lexicon"]},
+                    note=f"macro {macro:.3f}; TF-IDF {lev['tfidf']:.3f}, lexicon {lev['lexicon']:.3f}; MiniLM trained "
+                    f"{epochs} epochs per seed (early stopping on validation micro F1, tuned thresholds)")  # fmt: skip
 
-    # classifier vs lexicon on radlabels' annotated labels, paired over the same reports
+    # classifier vs lexicon and vs TF-IDF on radlabels' annotated labels, paired over the same reports
     sp = "leaves_with_statuses"
     y_lex = lex_m["radlabels"][sp][1]
-    per_seed = [(m["radlabels"][sp][0], m["radlabels"][sp][1], y_lex) for m in clf_m]
+    lex_f1 = micro_f1(lex_m["radlabels"][sp][0], y_lex)
+    clf_f1 = float(np.mean([micro_f1(m["radlabels"][sp][0], m["radlabels"][sp][1]) for m in arms["minilm"]]))
+    tf_f1 = float(np.mean([micro_f1(m["radlabels"][sp][0], m["radlabels"][sp][1]) for m in arms["tfidf"]]))
+    per_seed = [(m["radlabels"][sp][0], m["radlabels"][sp][1], y_lex) for m in arms["minilm"]]
     diff, diff_ci, _ = hierarchical_bootstrap(lambda t, a, b: micro_f1(t, a) - micro_f1(t, b), per_seed,
                                               n_resamples=nb, seed=0)  # fmt: skip
-    lex_f1 = micro_f1(per_seed[0][0], y_lex)
-    clf_f1 = float(np.mean([micro_f1(t, a) for t, a, _ in per_seed]))
     bench.claim("classifier_beats_lexicon_radlabels", diff, baseline=lex_f1, ci=diff_ci, n=len(y_lex), seeds=seeds_n,
                 levels={"classifier": clf_f1, "lexicon": lex_f1},
                 note=f"classifier {clf_f1:.3f} vs lexicon {lex_f1:.3f}; the classifier learns from the lexicon's silver "
-                "labels (gold statuses where given)")  # fmt: skip
+                "mentions with radlabels' gold statuses on its training half")  # fmt: skip
+    per_seed = [(m["radlabels"][sp][0], m["radlabels"][sp][1], t["radlabels"][sp][1])
+                for m, t in zip(arms["minilm"], arms["tfidf"])]  # fmt: skip
+    diff, diff_ci, _ = hierarchical_bootstrap(lambda t, a, b: micro_f1(t, a) - micro_f1(t, b), per_seed,
+                                              n_resamples=nb, seed=0)  # fmt: skip
+    bench.claim("classifier_vs_tfidf_radlabels", diff, baseline=tf_f1, ci=diff_ci, n=len(y_lex), seeds=seeds_n,
+                levels={"classifier": clf_f1, "tfidf": tf_f1},
+                note=f"classifier {clf_f1:.3f} vs TF-IDF {tf_f1:.3f} (same sentences, validation split and threshold "
+                "tuning per seed; seed s of one arm paired with seed s of the other)")  # fmt: skip
 
     # 2. structuring on all IU reports (offline structurer, lexicon-driven; deterministic)
     reports = [r for r in iu_reports() if r.text]
@@ -172,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         note=f"exact label-set match {exact.value:.3f}; checked with the lexicon that drives the structurer",
     )
 
-    # 3. scoring throughput (impressions) of the seed-0 classifier: one warm-up pass, then timed repetitions
+    # 3. scoring throughput (impressions) of the first seed's classifier: one warm-up pass, then timed repetitions
     imps = [o.report.impression_text() for o in outs if o.report.impression][: bench.size(1000, 200)]
     cands = imps[1:] + imps[:1]
     speed: dict[str, list[float]] = {"minilm": [], "lexicon": []}

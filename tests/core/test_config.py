@@ -104,3 +104,78 @@ def test_non_mapping_yaml_rejected(tmp_path):
         C.resolve(Outer, [str(f)], {})
     with pytest.raises(UsageError, match="does not exist"):
         C.resolve(Outer, [str(tmp_path / "missing.yaml")], {})
+
+
+@dataclass
+class _Bounded:
+    arm: str = C.option("a", help="x", choices=("a", "b"))
+    kinds: list[str] = C.option(default_factory=lambda: ["a"], help="x", choices=("a", "b"))
+    epochs: int = C.option(2, help="x", ge=1)
+    lr: float = C.option(0.1, help="x", gt=0, lt=1)
+    cap: int | None = C.option(None, help="x", ge=1)
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"arm": "bogus"}, "--arm: 'bogus' is not one of a, b"),
+    ({"kinds": "a,c"}, "--kinds: 'c' is not one of a, b"),
+    ({"epochs": "-1"}, "--epochs: -1 must be >= 1"),
+    ({"lr": -1}, "--lr: -1.0 must be > 0"),
+    ({"lr": "1"}, "--lr: 1.0 must be < 1"),
+    ({"cap": 0}, "--cap: 0 must be >= 1"),
+])  # fmt: skip
+def test_choices_and_bounds_are_enforced_for_yaml_and_flags(data, message):
+    with pytest.raises(UsageError) as err:
+        C.merge(_Bounded(), data)
+    assert str(err.value) == message
+    with pytest.raises(UsageError):
+        C.resolve(_Bounded, [], {k: str(v) for k, v in data.items()})
+
+
+def test_bounds_pass_valid_values_and_none():
+    cfg = C.merge(_Bounded(), {"arm": "b", "kinds": ["a", "b"], "epochs": 1, "lr": 0.5, "cap": None})
+    assert (cfg.arm, cfg.kinds, cfg.epochs, cfg.cap) == ("b", ["a", "b"], 1, None)
+
+
+def test_every_verb_default_and_preset_satisfies_its_own_choices_and_bounds():
+    import importlib
+
+    from medfm import capabilities
+    from medfm.core.commands import load_object
+
+    checked = presets = 0
+    for cap in capabilities.all_capabilities():
+        if not cap.available:
+            continue
+        group = getattr(importlib.import_module(cap.module), capabilities.GROUP_ATTR.get(cap.name, "GROUP"))
+        for cmd in group.commands:
+            cls = load_object(cmd.config)
+            cfg = cls()
+            for name, f, _tp in C.iter_options(cls):
+                value = cfg
+                for part in name.split("."):
+                    value = getattr(value, part)
+                C.check_value(value, f.metadata, name)
+                checked += 1
+            package = cmd.config.split(":", 1)[0].rsplit(".", 1)[0]
+            for preset in C.list_presets(package):
+                try:  # a preset may be meant for another verb of the group; a value out of bounds is a broken preset
+                    C.merge(cls(), C.load_config_source(f"preset:{preset}", package))
+                except C.ConstraintError:
+                    raise
+                except UsageError:
+                    continue
+                presets += 1
+    assert checked > 300 and presets > 20
+
+
+@pytest.mark.parametrize("flags", [
+    ["--train.arm", "bogus"], ["--train.epochs", "-1"], ["--limit", "-5"], ["--train.lr", "-1"],
+])  # fmt: skip
+def test_out_of_range_flags_exit_2_before_anything_runs(flags, tmp_path, capsys):
+    from medfm.cli import main
+
+    out = tmp_path / "run"
+    assert main(["chexficient", "train", *flags, "--dry_run", "--output_dir", str(out)]) == 2
+    assert not out.exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and flags[0] in err[0]

@@ -120,6 +120,16 @@ def test_fit_runs_from_start_logs_and_checkpoints_on_schedule(tmp_path):
     assert ck.load().state == {"seen": 5}
 
 
+def test_fit_stop_fn_ends_early_and_checkpoints_the_stop_step(tmp_path):
+    metrics = MetricsLog(tmp_path / "metrics.jsonl")
+    ck = Checkpointer(tmp_path)
+    seen = []
+    fit(lambda s: (seen.append(s), {"loss": 1.0})[1], steps=20, checkpointer=ck, metrics=metrics, log_every=10,
+        checkpoint_every=10, stop_fn=lambda done: done == 4)  # fmt: skip
+    assert seen == [0, 1, 2, 3]
+    assert ck.load().step == 4 and [r["step"] for r in metrics.read()] == [4]
+
+
 def test_other_ranks_write_nothing_through_the_atomic_writers(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "1")
     atomic_write_text(tmp_path / "results.json", "{}")

@@ -73,7 +73,8 @@ def test_srrg_train(tmp_path):
     )
     run = tmp_path / "run"
     kill_then_resume(["srrg", "train", "--config", "preset:tiny", "--data", str(tmp_path / "p" / "sentences.jsonl"),
-                      "--limit", "20", "--device", "cpu", "--steps", "30", "--save_every", "2", "--output_dir",
+                      "--limit", "20", "--device", "cpu", "--epochs", "100", "--max_steps", "30", "--patience", "0",
+                      "--save_every", "2", "--output_dir",
                       str(run)], run, 30, kill_at=10)  # fmt: skip
 
 

@@ -31,13 +31,21 @@ def option(
     default_factory: Any = _MISSING,
     positional: bool = False,
     choices: tuple[Any, ...] | None = None,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
 ) -> Any:
     """A documented config field. ``help`` is shown by ``--help``; ``positional`` makes it a CLI argument.
 
-    Without a default the option is *required*: it defaults to None so configs stay constructible, and
-    :func:`resolve` raises a UsageError naming it when no config source or flag set it.
+    ``choices`` (for a list option: of every item) and the bounds ``ge``/``gt``/``le``/``lt`` are enforced
+    whenever a value is set, from a YAML config or a flag alike (:func:`check_value`): a UsageError, exit 2.
+    None always passes (an unset optional option). Without a default the option is *required*: it defaults
+    to None so configs stay constructible, and :func:`resolve` raises a UsageError naming it when no config
+    source or flag set it.
     """
-    meta = {"help": help, "positional": positional, "choices": choices, "required": False}
+    meta = {"help": help, "positional": positional, "choices": choices, "required": False,
+            "bounds": {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}}  # fmt: skip
     if default is _MISSING and default_factory is _MISSING:
         default, meta["required"] = None, True
     if default_factory is not _MISSING:
@@ -59,7 +67,7 @@ class CommonOptions:
     )
     seed: int = option(0, help="Random seed for Python, NumPy and torch.")
     device: str = option("auto", help="auto, cpu, cuda, cuda:N or mps.")
-    limit: int | None = option(None, help="Use at most this many items (smoke runs).")
+    limit: int | None = option(None, help="Use at most this many items (smoke runs).", ge=1)
     dry_run: bool = option(False, help="Validate inputs, print the plan and exit 0 without computing.")
 
 
@@ -191,6 +199,33 @@ def coerce(value: Any, tp: Any, name: str) -> Any:
     return value
 
 
+_BOUND_TEXT = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+
+
+class ConstraintError(UsageError):
+    """A value outside an option's declared choices or bounds (a UsageError: exit code 2)."""
+
+
+def check_value(value: Any, meta: Mapping[str, Any], name: str) -> Any:
+    """Enforce an option's declared ``choices`` and bounds on a coerced value; returns it or raises UsageError."""
+    if value is None:
+        return value
+    items = value if isinstance(value, list | tuple) else [value]
+    choices = meta.get("choices")
+    if choices:
+        for v in items:
+            if v not in choices and str(v) not in map(str, choices):
+                raise ConstraintError(f"--{name}: {v!r} is not one of {', '.join(map(str, choices))}")
+    for key, bound in (meta.get("bounds") or {}).items():
+        for v in items:
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                continue
+            ok = {"ge": v >= bound, "gt": v > bound, "le": v <= bound, "lt": v < bound}[key]
+            if not ok:
+                raise ConstraintError(f"--{name}: {v!r} must be {_BOUND_TEXT[key]} {bound:g}")
+    return value
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # dict <-> dataclass
 
@@ -227,10 +262,12 @@ def from_dict(cls: type, data: Mapping[str, Any], where: str = "config") -> Any:
     return merge(cls(), data, where=where)
 
 
-def merge(cfg: Any, data: Mapping[str, Any], where: str = "config") -> Any:
-    """Return a copy of ``cfg`` with the nested mapping ``data`` applied on top."""
+def merge(cfg: Any, data: Mapping[str, Any], where: str = "config", _path: tuple[str, ...] = ()) -> Any:
+    """Return a copy of ``cfg`` with the nested mapping ``data`` applied on top (values coerced to their types and
+    checked against their declared choices and bounds)."""
     hints = field_types(type(cfg))
-    names = [f.name for f in dataclasses.fields(cfg)]
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    names = list(fields)
     updates: dict[str, Any] = {}
     for key, value in data.items():
         if key not in names:
@@ -242,9 +279,9 @@ def merge(cfg: Any, data: Mapping[str, Any], where: str = "config") -> Any:
                 continue
             if not isinstance(value, Mapping):
                 raise UsageError(f"{where}: {key} is a section and needs a mapping, got {value!r}")
-            updates[key] = merge(current, value, where=f"{where}:{key}")
+            updates[key] = merge(current, value, where=f"{where}:{key}", _path=(*_path, key))
         else:
-            updates[key] = coerce(value, tp, f"{key}")
+            updates[key] = check_value(coerce(value, tp, key), fields[key].metadata, ".".join((*_path, key)))
     return dataclasses.replace(cfg, **updates)
 
 

@@ -208,12 +208,18 @@ def fit(
     log_every: int = 10,
     checkpoint_every: int = 0,
     desc: str = "train",
+    stop_fn: Callable[[int], bool] | None = None,
+    log_at: Callable[[int], bool] | None = None,
 ) -> dict[str, float]:
     """The step loop every medfm training verb runs: ``step_fn(step)`` for ``step`` in ``[start, steps)``.
 
     ``step_fn`` does one optimiser step (forward, backward, update) and returns scalars to log. After step
     ``s`` (1-based count ``s + 1``) the loop logs every ``log_every`` steps and at the end, and checkpoints every
     ``checkpoint_every`` steps and at the end, with ``state_fn()`` / ``tensors_fn()`` as the loop's own state.
+    ``stop_fn(done)`` (checked after each step, e.g. early stopping) ends the loop early; the step it stops at is
+    logged and checkpointed like a last step, so a rerun of a stopped run resumes there and stops at once.
+    ``log_at(done)`` marks further steps to log (e.g. epoch ends, whose scalars carry validation scores); each
+    step is logged at most once, as one row.
     Returns the last step's scalars.
     """
     from medfm.core.runs import progress
@@ -222,10 +228,14 @@ def fit(
     for step in progress(range(start, steps), desc=desc, total=steps, initial=start):
         logs = step_fn(step)
         done = step + 1
-        if metrics is not None and (done % max(1, log_every) == 0 or done == steps):
+        stop = stop_fn is not None and stop_fn(done)
+        last = done == steps or stop
+        if metrics is not None and (done % max(1, log_every) == 0 or last or (log_at is not None and log_at(done))):
             metrics.log(done, **logs)
-        if checkpointer is not None and ((checkpoint_every and done % checkpoint_every == 0) or done == steps):
+        if checkpointer is not None and ((checkpoint_every and done % checkpoint_every == 0) or last):
             checkpointer.save(done, state_fn() if state_fn else None, tensors_fn() if tensors_fn else None)
+        if stop:
+            break
     return logs
 
 

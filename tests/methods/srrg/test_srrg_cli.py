@@ -67,3 +67,24 @@ def test_train_evaluate_card_smoke(tmp_path):
     res = json.loads((e / "results.json").read_text())
     assert "lexicon" in res["groups"] and "phantom/leaves/micro_f1" in res["metrics"]
     assert main(["srrg", "evaluate", "--classifier", str(tmp_path / "nope")]) == 3
+
+
+def test_tfidf_baseline_trains_and_scores_through_the_verbs(tmp_path):
+    d = tmp_path / "tf"
+    assert main(["srrg", "train", "--model", "tfidf", "--sources", "phantom", "--phantom_n", "200",
+                 "--eval_phantom_n", "20", "--output_dir", str(d)]) == 0  # fmt: skip
+    res = json.loads((d / "results.json").read_text())
+    assert res["meta"]["model"] == "tfidf" and res["tables"]["C_selection"]
+    assert res["metrics"]["phantom/leaves/micro_f1"]["value"] > 0.5
+    final = d / "checkpoints" / "final"
+    assert main(["card", "validate", str(final)]) == 0
+    e = tmp_path / "ev"
+    assert main(["srrg", "evaluate", "--classifier", str(final), "--limit", "10", "--output_dir", str(e)]) == 0
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"reference": "1. Cardiomegaly.", "candidate": "1. Cardiomegaly."}) + "\n")
+    s = tmp_path / "sc"
+    assert main(["srrg", "score", str(pairs), "--classifier", str(final), "--output_dir", str(s),
+                 "--bootstrap", "10"]) == 0  # fmt: skip
+    assert (
+        json.loads((s / "results.json").read_text())["metrics"]["f1_srr_bert/leaves/unaligned/samples"]["value"] == 1.0
+    )

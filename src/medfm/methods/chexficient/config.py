@@ -103,18 +103,18 @@ class TrainOptions:
         "per batch), random_static (uniform random subset, same optimiser steps as curated).",
         choices=("curated", "full", "random_online", "random_static"),
     )
-    epochs: int = option(20, help="Total epochs (the first curator.curation_epochs curate online).")
-    batch_size: int = option(480, help="Global batch size (selection runs over the whole global batch).")
+    epochs: int = option(20, help="Total epochs (the first curator.curation_epochs curate online).", ge=1)
+    batch_size: int = option(480, help="Global batch size (selection runs over the whole global batch).", ge=1)
     micro_batch_size: int = option(480, help="Per-forward batch on each process (embeddings gathered before "
                                    "selection).")  # fmt: skip
-    lr: float = option(5e-5, help="Peak learning rate.")
-    min_lr: float = option(5e-6, help="Final learning rate of the cosine schedule.")
-    weight_decay: float = option(1e-4, help="AdamW weight decay (0 for 1-D parameters).")
-    warmup_steps: int = option(0, help="Linear warm-up steps.")
+    lr: float = option(5e-5, help="Peak learning rate.", gt=0)
+    min_lr: float = option(5e-6, help="Final learning rate of the cosine schedule.", ge=0)
+    weight_decay: float = option(1e-4, help="AdamW weight decay (0 for 1-D parameters).", ge=0)
+    warmup_steps: int = option(0, help="Linear warm-up steps.", ge=0)
     mixed_precision: str = option("no", help="Accelerate mixed precision.", choices=("no", "fp16", "bf16"))
     random_static_fraction: float | None = option(None, help="Subset fraction of random_static (default: the "
                                                   "expected curated keep fraction).")  # fmt: skip
-    max_steps: int | None = option(None, help="Stop after this many optimiser steps in total (budget cap).")
+    max_steps: int | None = option(None, help="Stop after this many optimiser steps in total (budget cap).", ge=1)
     stop_after_steps: int | None = option(None, help="Checkpoint and exit after this many steps (rerun to resume).")
     save_every: int = option(50, help="Checkpoint <run>/checkpoints/last every N steps.")
     log_every: int = option(10, help="Log metrics every N steps.")

@@ -16,8 +16,10 @@ Public API (other methods — CheXalign, RadDiff — use these; importing this p
         encode, findings_matrix,            # -> (N, K) int8 multi-hot; DataError for labels outside the space
     )
     from medfm.methods.srrg.classifier import FindingClassifier, load_classifier
-        FindingClassifier.from_pretrained(dir | "lexicon").predict(texts) -> list[{leaf: status}]
+        load_classifier(dir | "org/name" hub id | "lexicon").predict(texts) -> list[{leaf: status}]
         .predict_space(texts, "leaves") -> (N, K) multi-hot
+    from medfm.methods.srrg.train import train_classifier     # epochs, early stopping, tuned thresholds
+    from medfm.methods.srrg.tfidf import TfidfClassifier, train_tfidf   # TF-IDF + logistic regression baseline
     from medfm.methods.srrg.lexicon import LexiconLabeller   # same predict(); offline baseline
     from medfm.methods.srrg.metric import f1_srr_bert, bleu, rouge_l, section_text_scores
         f1_srr_bert(candidates, references, classifier, section="impression"|"findings",

@@ -31,17 +31,31 @@ class TrainConfig(CommonOptions, SourcesOptions):
     """``medfm srrg train``: fine-tune the finding classifier (SRR-BERT) multi-label."""
 
     data: str | None = option(None, help="sentences.jsonl from 'medfm srrg prepare'; default: build from sources.")
+    model: str = option("srr-bert", help="srr-bert (fine-tuned encoder) or tfidf (TF-IDF + logistic regression "
+                        "baseline, CPU seconds).", choices=("srr-bert", "tfidf"))  # fmt: skip
     base: str = option("minilm", help="Encoder: minilm (offline MiniLM), a local folder or hf-hub:org/name "
                        "(e.g. hf-hub:microsoft/BiomedVLP-CXR-BERT-general).")  # fmt: skip
-    steps: int = option(300, help="Optimizer steps.")
-    batch_size: int = option(32, help="Sentences per step.")
-    lr: float = option(1e-4, help="Encoder learning rate (AdamW).")
-    head_lr: float = option(3e-3, help="Classification-head learning rate.")
-    max_length: int = option(48, help="Tokens per sentence.")
+    epochs: int = option(10, help="Passes over the training split (the most: early stopping may end sooner).", ge=1)
+    max_steps: int | None = option(None, help="Cap on optimizer steps (smoke runs).", ge=1)
+    patience: int = option(2, help="Stop after this many epochs without a validation micro-F1 gain; 0: never.", ge=0)
+    val_fraction: float = option(0.1, help="Fraction of training reports held out for early stopping and "
+                                 "threshold tuning (split by report).", ge=0, lt=1)  # fmt: skip
+    tune_thresholds: bool = option(True, help="Tune one threshold per label on the validation split.")
+    batch_size: int = option(32, help="Sentences per step (global).", ge=1)
+    lr: float = option(1e-4, help="Encoder learning rate (AdamW).", ge=0)
+    head_lr: float = option(3e-3, help="Classification-head learning rate.", ge=0)
+    schedule: str = option(
+        "linear", help="Learning-rate decay after warm-up.", choices=("linear", "cosine", "constant")
+    )
+    warmup_fraction: float = option(0.06, help="Fraction of all steps spent warming up the learning rate.", ge=0, le=1)
+    max_length: int = option(48, help="Tokens per sentence.", ge=1)
     grad_accum: int = option(1, help="Gradient accumulation steps.")
     mixed_precision: str = option("no", help="Accelerate mixed precision.", choices=("no", "fp16", "bf16"))
-    save_every: int = option(100, help="Checkpoint every N steps into <run>/checkpoints/last.")
-    threshold: float = option(0.5, help="Sigmoid threshold per label.")
+    save_every: int = option(0, help="Extra checkpoint period in steps (<run>/checkpoints/last is also written "
+                             "after every epoch).")  # fmt: skip
+    threshold: float = option(
+        0.5, help="Default sigmoid threshold (labels with too few validation positives).", gt=0, lt=1
+    )
     eval_phantom_n: int = option(200, help="Held-out phantom reports for the evaluation after training.")
     eval_phantom_seed: int = option(1001, help="Seed of the held-out phantoms.")
 
@@ -50,7 +64,8 @@ class TrainConfig(CommonOptions, SourcesOptions):
 class EvaluateConfig(CommonOptions):
     """``medfm srrg evaluate``: classifier F1 on held-out gold labels, against the lexicon baseline."""
 
-    classifier: str = option("lexicon", help="Model directory from 'medfm srrg train', or lexicon.")
+    classifier: str = option("lexicon", help="Model folder from 'medfm srrg train' (SRR-BERT or TF-IDF), a Hugging "
+                             "Face model id or folder of a released SRR-BERT, or lexicon.")  # fmt: skip
     eval_phantom_n: int = option(200, help="Held-out phantom reports.")
     eval_phantom_seed: int = option(1001, help="Seed of the held-out phantoms.")
     radlabels_train_fraction: float = option(0.5, help="radlabels reports after this fraction are evaluated.")
@@ -78,7 +93,8 @@ class ScoreConfig(CommonOptions):
     input: str = option(help="JSONL/CSV with columns 'reference' and 'candidate' (one report section per row).",
                         positional=True)  # fmt: skip
     section: str = option("impression", help="Section the texts hold.", choices=("impression", "findings"))
-    classifier: str = option("lexicon", help="Finding classifier: a model directory or lexicon.")
+    classifier: str = option("lexicon", help="Finding classifier: a model folder from 'medfm srrg train', a Hugging "
+                             "Face model id or folder (e.g. StanfordAIMI/SRR-BERT-Leaves-with-Statuses), or lexicon.")  # fmt: skip
     spaces: list[str] = option(default_factory=lambda: ["leaves", "upper", "leaves_with_statuses",
                                                         "upper_with_statuses"], help="Label spaces to report.")  # fmt: skip
     bootstrap: int = option(200, help="Bootstrap resamples for the CIs of the per-report means.")

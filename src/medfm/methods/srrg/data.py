@@ -281,3 +281,23 @@ def llm_label_sentences(sentences: Sequence[str], backends: Sequence[Any], runs:
         f = merge_findings([{leaf: st} for (leaf, st), k in c.items() if k >= need])
         out.append(f)
     return out
+
+
+def validation_split(
+    sentences: Sequence[Sentence], fraction: float, seed: int = 0
+) -> tuple[list[Sentence], list[Sentence]]:
+    """``(train, validation)`` with every report's sentences on one side (split by ``report_id``, seeded), so
+    early stopping and threshold tuning never see sentences of a report the model trained on. Sentences
+    without a report id are grouped by their own text. ``fraction`` 0 gives an empty validation set."""
+    if not 0.0 <= fraction < 1.0:
+        raise DataError(f"validation fraction must be in [0, 1), got {fraction}")
+    groups = sorted({s.report_id or s.text for s in sentences})
+    k = round(len(groups) * fraction)
+    if fraction > 0 and len(groups) >= 2:
+        k = min(max(k, 1), len(groups) - 1)
+    import numpy as np
+
+    held = {groups[i] for i in np.random.default_rng(seed).permutation(len(groups))[:k]}
+    train = [s for s in sentences if (s.report_id or s.text) not in held]
+    val = [s for s in sentences if (s.report_id or s.text) in held]
+    return train, val

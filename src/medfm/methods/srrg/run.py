@@ -148,56 +148,98 @@ def run_prepare(cfg: Any) -> int:
 def run_train(cfg: Any) -> int:
     run = Run(METHOD, "train", cfg)
     if cfg.dry_run:
-        return run.plan([f"data: {cfg.data or 'built from ' + ', '.join(cfg.sources)}", f"base encoder: {cfg.base}",
-                         f"{cfg.steps} steps x {cfg.batch_size} sentences, lr {cfg.lr} / head {cfg.head_lr}",
-                         f"checkpoints: {run.dir / 'checkpoints'}"])  # fmt: skip
+        what = ([f"base encoder: {cfg.base}", f"up to {cfg.epochs} epochs x batch {cfg.batch_size} (patience "
+                 f"{cfg.patience}), lr {cfg.lr} / head {cfg.head_lr}, {cfg.schedule} schedule",
+                 f"checkpoints: {run.dir / 'checkpoints'}"] if cfg.model == "srr-bert"
+                else ["TF-IDF + logistic regression, C chosen on validation"])  # fmt: skip
+        return run.plan([f"data: {cfg.data or 'built from ' + ', '.join(cfg.sources)}", f"model: {cfg.model}",
+                         f"validation: {cfg.val_fraction:.0%} of reports", *what])  # fmt: skip
     with run:
-        from medfm.core import cards
         from medfm.core.report import render_run_report
         from medfm.core.runs import resolve_device
-        from medfm.methods.srrg.train import train_classifier
 
         if cfg.data:
             sentences = _read_sentences(cfg.data)
             counts = {"sentences": len(sentences)}
         else:
             sentences, counts = build_training_sentences(cfg)
-        device = resolve_device(cfg.device)
-        out = train_classifier(sentences, run.dir, base=cfg.base, steps=cfg.steps, batch_size=cfg.batch_size,
-                               lr=cfg.lr, head_lr=cfg.head_lr, max_length=cfg.max_length, grad_accum=cfg.grad_accum,
-                               mixed_precision=cfg.mixed_precision, save_every=cfg.save_every, seed=cfg.seed,
-                               device=device, threshold=cfg.threshold)  # fmt: skip
-        metrics, rows = evaluate_classifier(out.classifier, cfg.eval_phantom_n, cfg.eval_phantom_seed,
-                                            cfg.radlabels_train_fraction, radlabels_limit=cfg.limit)  # fmt: skip
         res = run.new_results()
-        res.add("final_loss", out.final_loss, higher_is_better=False)
+        if cfg.model == "tfidf":
+            from medfm.methods.srrg.tfidf import train_tfidf
+
+            tf = train_tfidf(sentences, val_fraction=cfg.val_fraction, seed=cfg.seed, threshold=cfg.threshold,
+                             tune=cfg.tune_thresholds)  # fmt: skip
+            clf, seconds, model_obj = tf.classifier, tf.seconds, None
+            res.add("C", tf.C, note="regularisation chosen by validation micro F1")
+            res.tables["C_selection"] = [{"C": c, "val_micro_f1": round(v, 4)} for c, v in tf.val_f1.items()]
+            split = (tf.train_sentences, tf.val_sentences)
+            steps, samples = 0, tf.train_sentences
+        else:
+            from medfm.methods.srrg.train import train_classifier
+
+            out = train_classifier(sentences, run.dir, base=cfg.base, epochs=cfg.epochs, max_steps=cfg.max_steps,
+                                   batch_size=cfg.batch_size, lr=cfg.lr, head_lr=cfg.head_lr, schedule=cfg.schedule,
+                                   warmup_fraction=cfg.warmup_fraction, max_length=cfg.max_length,
+                                   grad_accum=cfg.grad_accum, mixed_precision=cfg.mixed_precision,
+                                   save_every=cfg.save_every, seed=cfg.seed, device=resolve_device(cfg.device),
+                                   val_fraction=cfg.val_fraction, patience=cfg.patience,
+                                   tune=cfg.tune_thresholds, threshold=cfg.threshold)  # fmt: skip
+            clf, seconds, model_obj = out.classifier, out.seconds, out.classifier.model
+            res.add("final_loss", out.final_loss, higher_is_better=False)
+            res.add("epochs_run", out.epochs_run, note="early stopped" if out.stopped_early else "all epochs")
+            if out.best_val_f1 is not None:
+                res.add("best_val_micro_f1", out.best_val_f1, note=f"epoch {out.best_epoch}, tuned thresholds")
+            res.tables["training_curve"] = [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
+                                            for r in out.curve]  # fmt: skip
+            split = (out.train_sentences, out.val_sentences)
+            steps, samples = out.steps, out.samples_seen
+        metrics, rows = evaluate_classifier(clf, cfg.eval_phantom_n, cfg.eval_phantom_seed,
+                                            cfg.radlabels_train_fraction, radlabels_limit=cfg.limit)  # fmt: skip
         for k, v in metrics.items():
             res.add(k, v)
         res.tables["held_out_f1"] = rows
         res.meta.update(counts)
+        res.meta.update({"model": cfg.model, "train_sentences": split[0], "val_sentences": split[1],
+                         "median_threshold": clf.threshold})  # fmt: skip
         run.save_results(res)
-        data = cards.TrainingData(
-            size=len(sentences), unit="report sentences", modalities=["text", "CXR"], body_regions=["chest"],
-            annotation="automatic", sources=[s for s in ("CXR phantoms (medfm)", "radlabels", "IU OpenI reports")
-                                             if any(k.startswith(s.split()[0].lower()[:3]) for k in counts)] or
-            [cfg.data or "labelled file"], synthetic="phantom" in cfg.sources and len(cfg.sources) == 1,
-            statistics=counts)  # fmt: skip
-        training = cards.Training(
-            paradigm=["weakly-supervised"], objective="multi-label binary cross-entropy over 163 leaf x status labels",
-            architecture="BertForSequenceClassification (all-MiniLM-L6-v2 encoder + linear head)" if cfg.base == "minilm"
-            else f"BertForSequenceClassification ({cfg.base})", base_model=cfg.base, steps=out.steps,
-            samples_seen=out.samples_seen, precision=cfg.mixed_precision)  # fmt: skip
-        card = cards.card_from_run(
-            run.dir, name="srr-bert-medfm", method=METHOD, data=data, training=training,
-            capabilities=cards.Capabilities(["classification"], "one report sentence (English)",
-                                            "Present/Uncertain/Absent per SRR-BERT leaf (55 leaves; 163/73/25 spaces)"),
-            **cards.method_facts(__package__, "classifier"),
-            model=out.classifier.model, seconds=out.seconds)  # fmt: skip
-        final = out.classifier.save_pretrained(run.checkpoints / "final", card=card)
+        params = None if model_obj is not None else int(clf.coef.size + clf.intercept.size)
+        card = _card(run, cfg, counts, len(sentences), steps, samples, model_obj, seconds, params)
+        final = clf.save_pretrained(run.checkpoints / "final", card=card)
         render_run_report(run.dir)
         log.info("trained classifier saved to %s", final)
     print(run.dir / "checkpoints" / "final")
     return 0
+
+
+def _card(run: Run, cfg: Any, counts: dict[str, int], n: int, steps: int, samples: int, model: Any,
+          seconds: float, parameters: int | None = None) -> Any:  # fmt: skip
+    from medfm.core import cards
+
+    data = cards.TrainingData(
+        size=n, unit="report sentences", modalities=["text", "CXR"], body_regions=["chest"],
+        annotation="automatic", sources=[s for s in ("CXR phantoms (medfm)", "radlabels", "IU OpenI reports")
+                                         if any(k.startswith(s.split()[0].lower()[:3]) for k in counts)] or
+        [cfg.data or "labelled file"], synthetic="phantom" in cfg.sources and len(cfg.sources) == 1,
+        statistics=counts)  # fmt: skip
+    if cfg.model == "tfidf":
+        arch, objective, base = (
+            "TF-IDF (word 1-2 grams) + one logistic regression per label",
+            "L2 logistic loss",
+            "scratch",
+        )
+    else:
+        arch = ("BertForSequenceClassification (all-MiniLM-L6-v2 encoder + linear head)" if cfg.base == "minilm"
+                else f"BertForSequenceClassification ({cfg.base})")  # fmt: skip
+        objective, base = "multi-label binary cross-entropy over 163 leaf x status labels", cfg.base
+    training = cards.Training(paradigm=["weakly-supervised"], objective=objective, architecture=arch,
+                              base_model=base, steps=steps, samples_seen=samples, parameters=parameters,
+                              precision=cfg.mixed_precision)  # fmt: skip
+    return cards.card_from_run(
+        run.dir, name="srr-bert-medfm" if cfg.model == "srr-bert" else "srr-tfidf-medfm", method=METHOD, data=data,
+        training=training,
+        capabilities=cards.Capabilities(["classification"], "one report sentence (English)",
+                                        "Present/Uncertain/Absent per SRR-BERT leaf (55 leaves; 163/73/25 spaces)"),
+        **cards.method_facts(__package__, "classifier"), model=model, seconds=seconds)  # fmt: skip
 
 
 def run_evaluate(cfg: Any) -> int:
