@@ -29,7 +29,7 @@ class CTPathologyOptions:
 class CTPhantomConfig(CommonOptions):
     """``medfm phantom ct``: labelled CT-like volumes, NIfTI + Decathlon-style datalist."""
 
-    n: int = option(20, help="Number of patients (volumes).")
+    n: int = option(20, help="Number of patients (volumes).", ge=1)
     shape: list[int] = option(default_factory=lambda: [96, 96, 96], help="Volume shape (X, Y, Z) in voxels.")
     spacing: list[float] = option(
         default_factory=lambda: [4.0, 4.0, 6.5],
@@ -110,14 +110,16 @@ class CXRSpurious:
 class CXRPhantomConfig(CommonOptions):
     """``medfm phantom cxr``: frontal chest radiographs with findings, boxes/masks, reports and metadata."""
 
-    n: int = option(1000, help="Number of images (studies).")
-    size: int = option(128, help="Image height and width in pixels.")
+    n: int = option(1000, help="Number of images (studies).", ge=1)
+    size: int = option(128, help="Image height and width in pixels.", ge=1)
     bit_depth: int = option(8, help="PNG bit depth.", choices=(8, 16))
     prevalence: CXRPrevalence = section(CXRPrevalence, help="Per-finding prevalence.")
-    uncertain_rate: float = option(0.08, help="Fraction of present findings recorded uncertain (-1), rendered subtle.")
+    uncertain_rate: float = option(
+        0.08, help="Fraction of present findings recorded uncertain (-1), rendered subtle.", ge=0, le=1
+    )
     mention_negative: float = option(0.6, help="Probability an absent finding is negated in the report (else blank).")
     duplicate_rate: float = option(0.1, help="Probability a patient has a near-duplicate second study.")
-    sites: int = option(4, help="Number of acquisition sites (each with its own contrast and noise).")
+    sites: int = option(4, help="Number of acquisition sites (each with its own contrast and noise).", ge=1)
     split: list[float] = option(default_factory=lambda: [0.8, 0.1, 0.1], help="train/valid/test fractions by patient.")
     spurious: CXRSpurious = section(CXRSpurious, help="Planted spurious feature.")
-    batch_size: int = option(128, help="Images rendered per vectorised batch.")
+    batch_size: int = option(128, help="Images rendered per vectorised batch.", ge=1)

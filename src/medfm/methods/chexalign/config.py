@@ -48,10 +48,10 @@ class SampleConfig(CommonOptions):
         "responses are cached in <run>/backend_cache.sqlite.",
     )
     data: StudyData = section(StudyData, help="Studies to sample for.")
-    n: int = option(4, help="Candidates per study (CheXalign: 4).")
-    temperature: float = option(1.0, help="Sampling temperature (CheXalign: 1.0, top-p 1).")
-    max_new_tokens: int = option(96, help="Most tokens per candidate (CheXalign: 512).")
-    batch_size: int = option(4, help="Studies decoded together (each with its N candidates).")
+    n: int = option(4, help="Candidates per study (CheXalign: 4).", ge=1)
+    temperature: float = option(1.0, help="Sampling temperature (CheXalign: 1.0, top-p 1).", ge=0)
+    max_new_tokens: int = option(96, help="Most tokens per candidate (CheXalign: 512).", ge=1)
+    batch_size: int = option(4, help="Studies decoded together (each with its N candidates).", ge=1)
 
 
 @dataclass
@@ -68,7 +68,7 @@ class JudgeOptions:
         "lexicon", help="offline judge: SRRG finding classifier, 'lexicon' or a trained `medfm srrg train` folder."
     )
     backend: str = option("", help="llm judge: backend spec (hf:default, openai:http://host/v1#model, scripted:...).")
-    max_tokens: int = option(512, help="llm judge: most tokens of the judge's answer.")
+    max_tokens: int = option(512, help="llm judge: most tokens of the judge's answer.", ge=1)
 
 
 @dataclass
@@ -91,16 +91,16 @@ class PairsConfig(CommonOptions):
 class AlignOptions:
     """Optimisation of the direct alignment algorithm (TRL trainer arguments)."""
 
-    steps: int = option(0, help="Optimizer steps (0 = run --train.epochs epochs).")
+    steps: int = option(0, help="Optimizer steps (0 = run --train.epochs epochs).", ge=0)
     epochs: float = option(1.0, help="Epochs over the pairs when --train.steps is 0 (CheXalign: 1).")
-    batch_size: int = option(4, help="Pairs (KTO: rows) per device per step.")
-    grad_accum: int = option(8, help="Gradient accumulation steps.")
-    lr: float = option(1e-6, help="Learning rate (CheXalign: 1e-6).")
+    batch_size: int = option(4, help="Pairs (KTO: rows) per device per step.", ge=1)
+    grad_accum: int = option(8, help="Gradient accumulation steps.", ge=1)
+    lr: float = option(1e-6, help="Learning rate (CheXalign: 1e-6).", gt=0)
     scheduler: str = option("cosine", help="LR schedule (transformers name).")
-    warmup_ratio: float = option(0.1, help="Warm-up fraction of the steps.")
-    weight_decay: float = option(0.0, help="AdamW weight decay.")
-    max_length: int = option(1024, help="Longest prompt + response in tokens (image tokens included).")
-    checkpoint_every: int = option(50, help="Save a resumable trainer checkpoint every this many steps.")
+    warmup_ratio: float = option(0.1, help="Warm-up fraction of the steps.", ge=0, le=1)
+    weight_decay: float = option(0.0, help="AdamW weight decay.", ge=0)
+    max_length: int = option(1024, help="Longest prompt + response in tokens (image tokens included).", ge=1)
+    checkpoint_every: int = option(50, help="Save a resumable trainer checkpoint every this many steps.", ge=0)
     mixed_precision: str = option("no", help="no, bf16 or fp16.", choices=("no", "bf16", "fp16"))
     gradient_checkpointing: bool = option(False, help="Trade compute for memory.")
     deepspeed: str = option("", help="DeepSpeed config JSON (e.g. ZeRO-3) for `accelerate launch` runs.")
@@ -137,8 +137,8 @@ class EvaluateConfig(CommonOptions):
     baseline: str = option("", help="SFT policy folder to compare with ('' = evaluate --model only).")
     data: HeldOutData = section(HeldOutData, help="Held-out studies.")
     judge: JudgeOptions = section(JudgeOptions, help="The judge whose score is reported as GREEN.")
-    max_new_tokens: int = option(96, help="Most generated tokens per report (greedy decoding).")
-    batch_size: int = option(8, help="Reports decoded together.")
+    max_new_tokens: int = option(96, help="Most generated tokens per report (greedy decoding).", ge=1)
+    batch_size: int = option(8, help="Reports decoded together.", ge=1)
     tax: bool = option(True, help="Also run the alignment-tax suite (VQA accuracy, finding classification).")
     bertscore: bool = option(True, help="Compute the MiniLM BERTScore metric.")
-    bootstrap: int = option(1000, help="Bootstrap resamples for CIs (over studies).")
+    bootstrap: int = option(1000, help="Bootstrap resamples for CIs (over studies).", ge=0)

@@ -58,13 +58,13 @@ class CuratorOptions:
     q_support: float = option(0.85, help="Percentile (0-1) above which, up to q_outlier, pairs are all kept.")
     max_per_cluster: int = option(10, help="M, central pairs kept per prototype after thinning.")
     thinning: str = option("fps", help="Thinning of the central mass.", choices=("fps", "density", "random"))
-    ema_decay: float = option(0.9, help="Prototype EMA decay.")
+    ema_decay: float = option(0.9, help="Prototype EMA decay.", ge=0, le=1)
     sinkhorn_eps: float = option(0.5, help="Sinkhorn-Knopp temperature of the balanced assignment.")
-    sinkhorn_iters: int = option(3, help="Sinkhorn-Knopp iterations.")
-    warmup_batches: int = option(10, help="Batches embedded (no grad) for the k-means prototype initialisation.")
+    sinkhorn_iters: int = option(3, help="Sinkhorn-Knopp iterations.", ge=1)
+    warmup_batches: int = option(10, help="Batches embedded (no grad) for the k-means prototype initialisation.", ge=0)
     kmeans_iters: int = option(20, help="FAISS k-means iterations.")
     kmeans_seed: int = option(42, help="FAISS k-means seed.")
-    curation_epochs: int = option(1, help="Epochs with online selection; later epochs use the fixed kept subset.")
+    curation_epochs: int = option(1, help="Epochs with online selection; later epochs use the fixed kept subset.", ge=1)
     score_pass: str = option(
         "auto",
         help="with_grad: forward the whole global batch with gradients, loss on kept pairs (paper). no_grad: "
@@ -85,12 +85,14 @@ class DataOptions:
     skip_missing_images: bool = option(False, help="Drop rows whose image file is missing instead of failing.")
     drop_empty_reports: bool = option(True, help="Drop rows with empty reports (as the paper's filtering) "
                                       "instead of failing.")  # fmt: skip
-    phantom_n: int = option(2000, help="Phantom pool size (pairs); split 80/10/10 by patient.")
-    phantom_size: int = option(64, help="Phantom image size in pixels (>= 32).")
+    phantom_n: int = option(2000, help="Phantom pool size (pairs); split 80/10/10 by patient.", ge=1)
+    phantom_size: int = option(64, help="Phantom image size in pixels (>= 32).", ge=1)
     phantom_seed: int = option(0, help="Phantom dataset seed.")
     phantom_duplicate_rate: float = option(0.1, help="Probability a phantom patient has a near-duplicate study.")
-    test_n: int = option(0, help="Extra held-out phantom test set with uniform prevalence (0: use the test split).")
-    test_prevalence: float = option(0.15, help="Prevalence of every finding in the extra phantom test set.")
+    test_n: int = option(
+        0, help="Extra held-out phantom test set with uniform prevalence (0: use the test split).", ge=0
+    )
+    test_prevalence: float = option(0.15, help="Prevalence of every finding in the extra phantom test set.", ge=0, le=1)
 
 
 @dataclass
@@ -106,7 +108,7 @@ class TrainOptions:
     epochs: int = option(20, help="Total epochs (the first curator.curation_epochs curate online).", ge=1)
     batch_size: int = option(480, help="Global batch size (selection runs over the whole global batch).", ge=1)
     micro_batch_size: int = option(480, help="Per-forward batch on each process (embeddings gathered before "
-                                   "selection).")  # fmt: skip
+                                   "selection).", ge=1)  # fmt: skip
     lr: float = option(5e-5, help="Peak learning rate.", gt=0)
     min_lr: float = option(5e-6, help="Final learning rate of the cosine schedule.", ge=0)
     weight_decay: float = option(1e-4, help="AdamW weight decay (0 for 1-D parameters).", ge=0)
@@ -115,9 +117,11 @@ class TrainOptions:
     random_static_fraction: float | None = option(None, help="Subset fraction of random_static (default: the "
                                                   "expected curated keep fraction).")  # fmt: skip
     max_steps: int | None = option(None, help="Stop after this many optimiser steps in total (budget cap).", ge=1)
-    stop_after_steps: int | None = option(None, help="Checkpoint and exit after this many steps (rerun to resume).")
-    save_every: int = option(50, help="Checkpoint <run>/checkpoints/last every N steps.")
-    log_every: int = option(10, help="Log metrics every N steps.")
+    stop_after_steps: int | None = option(
+        None, help="Checkpoint and exit after this many steps (rerun to resume).", ge=1
+    )
+    save_every: int = option(50, help="Checkpoint <run>/checkpoints/last every N steps.", ge=0)
+    log_every: int = option(10, help="Log metrics every N steps.", ge=1)
     num_threads: int | None = option(None, help="torch CPU threads (default: torch's).")
 
 
@@ -131,7 +135,7 @@ class EvalOptions:
     negative_template: str = option("no {}", help="Prompt for 'finding absent'.")
     prompt_terms: dict = option(default_factory=dict, help="Finding -> phrase used in its prompts (defaults for "
                                 "CheXpert names, e.g. Fracture -> rib fracture).")  # fmt: skip
-    bootstrap: int = option(300, help="Bootstrap resamples for CIs.")
+    bootstrap: int = option(300, help="Bootstrap resamples for CIs.", ge=0)
     linear_probe: bool = option(True, help="Also fit a logistic-regression linear probe on train-split features.")
     probe_max_train: int = option(4000, help="Train pairs used by the linear probe.")
     split: str = option("test", help="Split evaluated.")
@@ -158,8 +162,8 @@ class CurateConfig(CommonOptions):
     model: ModelOptions = section(ModelOptions, help="Dual encoder when no --model_dir is given.")
     curator: CuratorOptions = section(CuratorOptions, help="Prototype curator.")
     data: DataOptions = section(DataOptions, help="Pairs to curate.")
-    batch_size: int = option(480, help="Global batch size of the selection.")
-    embed_batch_size: int = option(256, help="Batch size of the streaming embedding pass.")
+    batch_size: int = option(480, help="Global batch size of the selection.", ge=1)
+    embed_batch_size: int = option(256, help="Batch size of the streaming embedding pass.", ge=1)
     split: str | None = option("train", help="Only curate this split (none = every row).")
 
 
@@ -179,4 +183,4 @@ class EmbedConfig(CommonOptions):
     model_dir: str = option(help="CheXficient model directory.")
     data: DataOptions = section(DataOptions, help="Pairs to embed.")
     split: str | None = option(None, help="Only embed this split (none = every row).")
-    batch_size: int = option(256, help="Embedding batch size.")
+    batch_size: int = option(256, help="Embedding batch size.", ge=1)

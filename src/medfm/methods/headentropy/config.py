@@ -20,7 +20,7 @@ class ExtractConfig(CommonOptions):
     )
     name: str | None = option(None, help="Dataset (domain) name in tables; default: from the format or builtin.")
     backend: str = option("hf:default", help="Model backend with attentions (hf:default = SmolLM2-135M-Instruct).")
-    max_new_tokens: int = option(32, help="Greedy generation budget per answer (tokens).")
+    max_new_tokens: int = option(32, help="Greedy generation budget per answer (tokens).", ge=1)
     chunk_size: int = option(32, help="Items per cached feature chunk (an interrupted run resumes per chunk).")
     query_block: int = option(128, help="Query rows per attention block (bounds transient memory to H*block*T).")
     prefill: str = option(
@@ -41,8 +41,8 @@ class FitConfig(CommonOptions):
         help="Trained scorer: head_entropy, head_entropy_pregen, trace_jacobian, lookback_ratio, hidden_state.",
     )
     C: float | None = option(None, help="Inverse L1 strength; default: the spec's (1 for Head Entropy, 0.1 baselines).")
-    test_fraction: float = option(0.2, help="Held-out fraction (stratified) for the reported AUROC.")
-    bootstrap: int = option(1000, help="Bootstrap resamples for confidence intervals.")
+    test_fraction: float = option(0.2, help="Held-out fraction (stratified) for the reported AUROC.", ge=0, le=1)
+    bootstrap: int = option(1000, help="Bootstrap resamples for confidence intervals.", ge=0)
 
 
 @dataclass
@@ -58,5 +58,7 @@ class EvaluateConfig(CommonOptions):
         help="Scorers to compare (see medfm.methods.headentropy.probe.SCORERS).",
     )  # fmt: skip
     reference: str = option("lookback_ratio", help="Baseline for paired AUROC differences.")
-    test_fraction: float = option(0.2, help="Held-out fraction per dataset (stratified; the repo's 80/20 fallback).")
-    bootstrap: int = option(1000, help="Bootstrap resamples for confidence intervals.")
+    test_fraction: float = option(
+        0.2, help="Held-out fraction per dataset (stratified; the repo's 80/20 fallback).", ge=0, le=1
+    )
+    bootstrap: int = option(1000, help="Bootstrap resamples for confidence intervals.", ge=0)

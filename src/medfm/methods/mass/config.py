@@ -18,7 +18,7 @@ class DataOptions:
 
     datalist: str | None = option(None, help="Decathlon-style dataset.json (NIfTI images, optional labels).")
     split: str = option("train", help="Datalist split to read: train, val, test or all.")
-    phantom_n: int = option(6, help="Without a datalist: number of CT phantoms to generate.")
+    phantom_n: int = option(6, help="Without a datalist: number of CT phantoms to generate.", ge=1)
     phantom_first: int = option(0, help="Without a datalist: index of the first phantom (disjoint sets per role).")
     phantom_shape: list[int] = option(default_factory=lambda: [40, 40, 40], help="Phantom shape (voxels).")
     phantom_spacing: list[float] = option(default_factory=lambda: [7.0, 7.0, 7.0], help="Phantom voxel size, mm.")
@@ -76,18 +76,18 @@ class ModelOptions:
 class TrainOptions:
     """Optimisation (spec A4): LAMB/AdamW, one-cycle schedule, clip, EMA, Accelerate."""
 
-    steps: int = option(60, help="Optimizer steps.")
-    batch_size: int = option(2, help="Samples per step (per device).")
-    grad_accum: int = option(1, help="Gradient accumulation steps (Accelerate).")
+    steps: int = option(60, help="Optimizer steps.", ge=1)
+    batch_size: int = option(2, help="Samples per step (per device).", ge=1)
+    grad_accum: int = option(1, help="Gradient accumulation steps (Accelerate).", ge=1)
     optimizer: str = option("adamw", help="lamb (paper, needs timm) or adamw.", choices=("lamb", "adamw"))
-    lr: float = option(2e-3, help="Peak learning rate.")
-    weight_decay: float = option(1e-5, help="Weight decay.")
+    lr: float = option(2e-3, help="Peak learning rate.", gt=0)
+    weight_decay: float = option(1e-5, help="Weight decay.", ge=0)
     pct_start: float = option(0.05, help="One-cycle warm-up fraction.")
     grad_clip: float = option(1.0, help="Gradient-norm clip.")
-    ema_decay: float = option(0.99, help="EMA decay of weights (EMA weights are saved and evaluated).")
+    ema_decay: float = option(0.99, help="EMA decay of weights (EMA weights are saved and evaluated).", ge=0, le=1)
     mixed_precision: str = option("no", help="no, bf16 or fp16 (Accelerate).", choices=("no", "bf16", "fp16"))
-    checkpoint_every: int = option(50, help="Save checkpoints/last every this many steps (resumable).")
-    log_every: int = option(10, help="Log the loss every this many steps.")
+    checkpoint_every: int = option(50, help="Save checkpoints/last every this many steps (resumable).", ge=0)
+    log_every: int = option(10, help="Log the loss every this many steps.", ge=1)
 
 
 @dataclass
@@ -100,7 +100,7 @@ class PretrainTask:
         "modelling baseline).",
         choices=("mass", "simclr", "mim"),
     )
-    crop: int = option(32, help="Crop side (voxels) fed to the network; divisible by 2^(levels-1).")
+    crop: int = option(32, help="Crop side (voxels) fed to the network; divisible by 2^(levels-1).", ge=1)
     crop_margin: int = option(8, help="Views are cut at crop + margin, then affine-augmented and centre-cropped.")
     num_masks: int = option(6, help="K masks per sample (spec: 13); fewer if a volume has fewer.")
     min_overlap: float = option(0.67, help="Minimum per-axis overlap of the two views.")
@@ -108,7 +108,7 @@ class PretrainTask:
     augment: bool = option(True, help="Weak augmentation of the reference view, strong of the target view.")
     mim_patch: int = option(4, help="mim: side of the masked cubes (voxels).")
     mim_ratio: float = option(0.6, help="mim: fraction of cubes masked.")
-    temperature: float = option(0.1, help="simclr: NT-Xent temperature.")
+    temperature: float = option(0.1, help="simclr: NT-Xent temperature.", ge=0)
 
 
 @dataclass
@@ -119,8 +119,8 @@ class EvalOptions:
         default_factory=lambda: ["liver", "spleen", "kidney_right", "kidney_left", "heart_myocardium"],
         help="Structures to segment (names from the datalist's labels, or label values).",
     )
-    shots: int = option(1, help="Labelled reference volumes (tokens averaged over them).")
-    overlap: float = option(0.5, help="Sliding-window overlap (uniform averaging).")
+    shots: int = option(1, help="Labelled reference volumes (tokens averaged over them).", ge=1)
+    overlap: float = option(0.5, help="Sliding-window overlap (uniform averaging).", ge=0, le=1)
     threshold: float = option(0.5, help="Probability threshold.")
     hd95: bool = option(True, help="Also compute HD95 (mm) with MONAI.")
 
@@ -152,7 +152,7 @@ class SegmentConfig(CommonOptions):
     data: DataOptions = section(DataOptions, help="Labelled target volumes to segment and score.")
     model: ModelOptions = section(ModelOptions, help="Network (used only without --checkpoint).")
     eval: EvalOptions = section(EvalOptions, help="Evaluation.")
-    crop: int = option(32, help="Window side (reference crop and sliding window).")
+    crop: int = option(32, help="Window side (reference crop and sliding window).", ge=1)
 
 
 @dataclass
@@ -167,12 +167,12 @@ class FinetuneConfig(CommonOptions):
     label_fraction: float | None = option(None, help="Use this fraction of the training volumes (overrides shots).")
     mode: str = option("full", help="full (all weights + prompts) or probing (prompts only).",
                        choices=("full", "probing"))  # fmt: skip
-    steps: int = option(60, help="Fine-tuning steps.")
-    batch_size: int = option(2, help="Crops per step (global: split over the processes of a multi-process run).")
-    checkpoint_every: int = option(50, help="Checkpoint <run>/checkpoints/last every N steps (and at the end).")
-    lr: float = option(5e-4, help="AdamW learning rate (model and prompts).")
-    weight_decay: float = option(1e-3, help="AdamW weight decay.")
-    crop: int = option(32, help="Crop side.")
+    steps: int = option(60, help="Fine-tuning steps.", ge=1)
+    batch_size: int = option(2, help="Crops per step (global: split over the processes of a multi-process run).", ge=1)
+    checkpoint_every: int = option(50, help="Checkpoint <run>/checkpoints/last every N steps (and at the end).", ge=0)
+    lr: float = option(5e-4, help="AdamW learning rate (model and prompts).", gt=0)
+    weight_decay: float = option(1e-3, help="AdamW weight decay.", ge=0)
+    crop: int = option(32, help="Crop side.", ge=1)
     foreground_prob: float = option(0.67, help="Probability that a training crop is centred on a structure.")
 
 
@@ -188,7 +188,7 @@ class ProbeConfig(CommonOptions):
         "liver_tumour",
         help="Binary target: a structure name/value (positive if present in the label map) or 'metadata:KEY'.",
     )
-    crop: int = option(32, help="Pad volumes to at least this side before encoding the whole volume.")
-    steps: int = option(100, help="Head training steps.")
-    lr: float = option(1e-3, help="AdamW learning rate of the head.")
-    weight_decay: float = option(1e-4, help="AdamW weight decay.")
+    crop: int = option(32, help="Pad volumes to at least this side before encoding the whole volume.", ge=1)
+    steps: int = option(100, help="Head training steps.", ge=1)
+    lr: float = option(1e-3, help="AdamW learning rate of the head.", gt=0)
+    weight_decay: float = option(1e-4, help="AdamW weight decay.", ge=0)

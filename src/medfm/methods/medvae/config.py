@@ -38,8 +38,10 @@ class DataOptions:
         help="phantom:cxr (2D chest X-ray phantoms), phantom:ct (3D CT phantoms), a folder of PNG/DICOM/NIfTI "
         "files, a CSV/JSONL manifest with an image column, or a Decathlon datalist JSON.",
     )
-    n: int = option(64, help="Number of phantoms to generate for phantom:* sources.")
-    size: int = option(64, help="2D: image side in pixels (phantoms are rendered at it; files are padded/cropped).")
+    n: int = option(64, help="Number of phantoms to generate for phantom:* sources.", ge=1)
+    size: int = option(
+        64, help="2D: image side in pixels (phantoms are rendered at it; files are padded/cropped).", ge=1
+    )
     patch: int = option(32, help="3D: training patch side in voxels (volumes are padded with -1 when smaller).")
     phantom_shape: list[int] = option(
         default_factory=lambda: [48, 48, 48], help="3D phantoms: volume shape (X, Y, Z) in voxels."
@@ -79,7 +81,9 @@ class LossOptions:
     consistency_weight: float = option(
         0.0, help="Weight of the latent-consistency term ||E(x) - E(x_hat)||^2 with the frozen teacher (0 = off)."
     )
-    slices_per_axis: int = option(4, help="3D: 2D slices per axis used by the slice-wise perceptual/adversarial loss.")
+    slices_per_axis: int = option(
+        4, help="3D: 2D slices per axis used by the slice-wise perceptual/adversarial loss.", ge=1
+    )
 
 
 @dataclass
@@ -91,7 +95,7 @@ class TeacherOptions:
         help="random-cnn (seeded frozen CNN, no download), local-dir:/path of a medfm model with encode_image "
         "(e.g. the CheXficient image tower), or hf-hub:org/name of an open_clip model (e.g. BiomedCLIP).",
     )
-    image_size: int = option(64, help="Side the teacher sees (images and latents are resized to it).")
+    image_size: int = option(64, help="Side the teacher sees (images and latents are resized to it).", ge=1)
     latent_scale: float = option(4.6, help="Latents are divided by this before the teacher (original: 4.6).")
 
 
@@ -99,13 +103,13 @@ class TeacherOptions:
 class OptimOptions:
     """Optimisation (Adam betas (0.5, 0.9) as in the original)."""
 
-    steps: int = option(200, help="Optimizer steps.")
-    batch_size: int = option(8, help="Batch size per step.")
-    lr: float = option(2e-4, help="Learning rate (original: 4.5e-6 x batch x accumulation for stage 1).")
-    grad_accum: int = option(1, help="Gradient accumulation steps.")
+    steps: int = option(200, help="Optimizer steps.", ge=1)
+    batch_size: int = option(8, help="Batch size per step.", ge=1)
+    lr: float = option(2e-4, help="Learning rate (original: 4.5e-6 x batch x accumulation for stage 1).", gt=0)
+    grad_accum: int = option(1, help="Gradient accumulation steps.", ge=1)
     mixed_precision: str = option("no", help="Accelerate mixed precision.", choices=("no", "fp16", "bf16"))
-    checkpoint_every: int = option(100, help="Save a resumable checkpoint every N steps.")
-    log_every: int = option(10, help="Log metrics every N steps.")
+    checkpoint_every: int = option(100, help="Save a resumable checkpoint every N steps.", ge=0)
+    log_every: int = option(10, help="Log metrics every N steps.", ge=1)
     num_workers: int = option(0, help="DataLoader worker processes.")
 
 
@@ -132,9 +136,9 @@ class EncodeConfig(CommonOptions):
     data: DataOptions = section(DataOptions, help="Phantom size and intensity normalisation.")
     projected: bool = option(False, help="Also store the stage-2 projected latent (used for downstream tasks).")
     sample: bool = option(False, help="Sample the posterior instead of its mean (default: deterministic mean).")
-    batch_size: int = option(8, help="Images per forward pass (2D).")
-    tile: int = option(0, help="3D: encode in overlapping tiles of this side (0 = whole volume).")
-    overlap: float = option(0.5, help="3D tiles: overlap fraction, blended with Gaussian weights.")
+    batch_size: int = option(8, help="Images per forward pass (2D).", ge=1)
+    tile: int = option(0, help="3D: encode in overlapping tiles of this side (0 = whole volume).", ge=0)
+    overlap: float = option(0.5, help="3D tiles: overlap fraction, blended with Gaussian weights.", ge=0, le=1)
 
 
 @dataclass
@@ -154,17 +158,17 @@ class EvaluateConfig(CommonOptions):
 
     model: str = option(help="Model directory.")
     data: DataOptions = section(DataOptions, help="Evaluation images (the held-out split is used).")
-    batch_size: int = option(8, help="Images per forward pass.")
+    batch_size: int = option(8, help="Images per forward pass.", ge=1)
 
 
 @dataclass
 class ClassifierOptions:
     """Downstream CNN trained on latents, on full-resolution images and on bicubic images of the latent size."""
 
-    steps: int = option(300, help="Optimizer steps per classifier.")
-    batch_size: int = option(32, help="Batch size.")
-    lr: float = option(1e-3, help="AdamW learning rate.")
-    width: int = option(32, help="Channels of the first conv layer.")
+    steps: int = option(300, help="Optimizer steps per classifier.", ge=1)
+    batch_size: int = option(32, help="Batch size.", ge=1)
+    lr: float = option(1e-3, help="AdamW learning rate.", gt=0)
+    width: int = option(32, help="Channels of the first conv layer.", ge=1)
     latent_scale: float = option(4.6, help="Latents are divided by this (original classifier: 4.6).")
 
 

@@ -16,7 +16,7 @@ class CaptionerOptions:
     dropout: float = option(0.0, help="With source=reports: drop each report sentence with this probability "
                             "(seeded per image) to mimic an imperfect captioner.")  # fmt: skip
     prompt: str = option("Describe this image in detail.", help="Captioning prompt (backend captioners).")
-    max_tokens: int = option(128, help="Caption length budget in tokens (backend captioners).")
+    max_tokens: int = option(128, help="Caption length budget in tokens (backend captioners).", ge=1)
 
 
 @dataclass
@@ -27,14 +27,16 @@ class ProposerOptions:
                           "or offline:contrast (deterministic phrase-contrast stand-in, no images).")  # fmt: skip
     mode: str = option("raddiff", help="visdiff: captions only; raddiff: captions + image grids; reports: reports + "
                        "image grids.", choices=("visdiff", "raddiff", "reports"))  # fmt: skip
-    num_rounds: int = option(3, help="Sampling rounds per iteration.")
-    num_samples: int = option(20, help="Images sampled per group per round.")
-    num_iterations: int = option(2, help="1 = no refinement; 2 = refine with the top-k hypotheses and their AUROC.")
-    topk: int = option(5, help="Hypotheses fed back in refinement.")
+    num_rounds: int = option(3, help="Sampling rounds per iteration.", ge=1)
+    num_samples: int = option(20, help="Images sampled per group per round.", ge=1)
+    num_iterations: int = option(
+        2, help="1 = no refinement; 2 = refine with the top-k hypotheses and their AUROC.", ge=1
+    )
+    topk: int = option(5, help="Hypotheses fed back in refinement.", ge=1)
     visual_search: bool = option(True, help="Targeted visual search in refinement (image-capable backends).")
     dedup: bool = option(True, help="Ask the model to de-duplicate the merged hypotheses.")
     merge: bool = option(False, help="Rank the union of all iterations' hypotheses instead of the last iteration's.")
-    max_tokens: int = option(512, help="Answer budget per proposer call.")
+    max_tokens: int = option(512, help="Answer budget per proposer call.", ge=1)
     grid_tile: int = option(256, help="Grid tile size in pixels (paper: 256).")
     grid_resize: int = option(1024, help="Images are resized to this square size before tiling/cropping (paper: 1024).")
 
@@ -95,7 +97,7 @@ class EvaluateConfig(CommonOptions, _Shared):
     difficulty_csv: str | None = option(None, help="Difficulty CSV (default: difficulty.csv beside the JSONL).")
     reports: str | None = option(None, help="CSV with path, report (default: reports.csv beside the JSONL).")
     judge: JudgeOptions = section(JudgeOptions, help="Judge.")
-    bootstrap: int = option(1000, help="Bootstrap resamples of the Acc@k confidence intervals.")
+    bootstrap: int = option(1000, help="Bootstrap resamples of the Acc@k confidence intervals.", ge=0)
 
 
 @dataclass
@@ -103,7 +105,7 @@ class PrepareConfig(CommonOptions):
     """``medfm raddiff prepare``: the offline phantom benchmark and the offline concept ranker."""
 
     n_pool: int = option(2400, help="Phantom radiographs in the pool the set pairs are drawn from.")
-    size: int = option(64, help="Phantom image size in pixels.")
+    size: int = option(64, help="Phantom image size in pixels.", ge=1)
     set_size: int = option(40, help="Images in set A (B has 1x, 1.5x or 2x as many, by turn).")
     pairs: list[str] = option(default_factory=list, help="Only these pair names (default: all 32).")
     ranker_n: int = option(1500, help="Phantoms (another seed) the concept ranker is trained on; 0 = skip.")

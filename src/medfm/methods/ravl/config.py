@@ -28,8 +28,8 @@ class DataOptions:
     spurious_column: str | None = option(None, help="Manifest column with ground-truth spurious boxes (JSON list).")
     classnames: list[str] = option(default_factory=list, help="Class names in prompt order (default: sorted labels).")
     phantom: str = option("cxr", help="Phantom kind when no manifest is given.", choices=("cxr", "digits"))
-    phantom_n: int = option(600, help="Phantom images to generate (CXR: before single-label filtering).")
-    phantom_size: int = option(64, help="Phantom image side in pixels.")
+    phantom_n: int = option(600, help="Phantom images to generate (CXR: before single-label filtering).", ge=1)
+    phantom_size: int = option(64, help="Phantom image side in pixels.", ge=1)
     phantom_seed: int = option(1, help="Phantom seed (use different seeds for fine-tuning and evaluation sets).")
     classes: list[str] = option(
         default_factory=lambda: ["No Finding", "Cardiomegaly", "Pleural Effusion"],
@@ -39,7 +39,7 @@ class DataOptions:
         "Pleural Effusion", help="CXR finding (or digit index for digits) the planted marker correlates with."
     )
     cramers_v: float = option(0.0, help="Cramér's V between the marker and the label (0: independent, eval sets).")
-    size: int | None = option(None, help="Resize manifest images to size x size pixels.")
+    size: int | None = option(None, help="Resize manifest images to size x size pixels.", ge=1)
 
 
 @dataclass
@@ -55,8 +55,8 @@ class RegionOptions:
         default_factory=lambda: ["{}", "the image shows {}", "an image showing {}", "this is {}"],
         help="Prompt templates with {} for the class name; the class embedding is their normalised mean.",
     )
-    temperature: float = option(0.07, help="Softmax temperature of zero-shot scores (RaVL: 0.07).")
-    batch_size: int = option(256, help="Images per forward pass.")
+    temperature: float = option(0.07, help="Softmax temperature of zero-shot scores (RaVL: 0.07).", ge=0)
+    batch_size: int = option(256, help="Images per forward pass.", ge=1)
 
 
 @dataclass
@@ -68,7 +68,7 @@ class DiscoveryOptions:
     max_fit_regions: int = option(
         8000, help="Cluster at most this many regions directly; the rest join the nearest medoid."
     )
-    top_k: int = option(10, help="k of Precision@k and of the example region grid.")
+    top_k: int = option(10, help="k of Precision@k and of the example region grid.", ge=1)
     weighted: bool = option(True, help="Weight per-class gaps by group balance (False: unweighted ablation).")
 
 
@@ -77,17 +77,17 @@ class MitigationOptions:
     """Fine-tuning (spec §2.3) with the region-aware loss or a baseline."""
 
     method: str = option("ravl", help="Fine-tuning objective.", choices=("standard", "upsample", "gdro", "ravl"))
-    steps: int = option(150, help="Optimiser steps.")
-    batch_size: int = option(64, help="Image-caption pairs per step.")
-    lr: float = option(1e-3, help="AdamW learning rate.")
-    weight_decay: float = option(0.01, help="AdamW weight decay.")
+    steps: int = option(150, help="Optimiser steps.", ge=1)
+    batch_size: int = option(64, help="Image-caption pairs per step.", ge=1)
+    lr: float = option(1e-3, help="AdamW learning rate.", gt=0)
+    weight_decay: float = option(0.01, help="AdamW weight decay.", ge=0)
     lambda_core: float = option(1.0, help="Weight of L_core (caption <-> pooled non-spurious regions).")
     lambda_spur: float = option(1.0, help="Weight of L_spur (spurious regions as extra negatives of each caption).")
     gdro_eta: float = option(0.1, help="GroupDRO step size of the group weights.")
     precision: str = option("no", help="Accelerate mixed precision.", choices=("no", "fp16", "bf16"))
-    grad_accum: int = option(1, help="Gradient accumulation steps.")
-    save_every: int = option(50, help="Checkpoint to checkpoints/last every this many steps.")
-    log_every: int = option(10, help="Log losses to metrics.jsonl every this many steps.")
+    grad_accum: int = option(1, help="Gradient accumulation steps.", ge=1)
+    save_every: int = option(50, help="Checkpoint to checkpoints/last every this many steps.", ge=0)
+    log_every: int = option(10, help="Log losses to metrics.jsonl every this many steps.", ge=1)
     init: str = option(
         "model", help="model: continue from --model; scratch: a fresh tiny CLIP (for building audited models).",
         choices=("model", "scratch"),
@@ -130,4 +130,4 @@ class EvaluateConfig(CommonOptions):
     )
     data: DataOptions = section(DataOptions, help="Evaluation images.")
     regions: RegionOptions = section(RegionOptions, help="Regions and zero-shot scoring.")
-    bootstrap: int = option(500, help="Bootstrap resamples for CIs.")
+    bootstrap: int = option(500, help="Bootstrap resamples for CIs.", ge=0)

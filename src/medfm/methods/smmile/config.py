@@ -15,7 +15,7 @@ class PrepareConfig(CommonOptions):
     """``medfm smmile prepare``: write the offline CXR-phantom problem set into the run directory."""
 
     n_problems: int = option(40, help="Number of problems.")
-    size: int = option(128, help="Phantom image size in pixels (square).")
+    size: int = option(128, help="Phantom image size in pixels (square).", ge=1)
     pool_size: int | None = option(None, help="Phantoms generated to draw images from (default max(400, 15 n)).")
     parquet: bool = option(True, help="Also write the Hugging Face parquet layout (data/train-*.parquet).")
 
@@ -27,7 +27,7 @@ class RunConfig(CommonOptions):
     data: str | None = option(None, help="Problems: a .jsonl/.parquet file or a dataset folder (problems.jsonl or "
                               "the HF layout data/*.parquet). Default: generate the phantom set into <run>/data.")  # fmt: skip
     phantom_problems: int = option(40, help="Problems of the generated phantom set (when --data is not given).")
-    phantom_size: int = option(64, help="Image size of the generated phantom set.")
+    phantom_size: int = option(64, help="Image size of the generated phantom set.", ge=1)
     image_dir: str | None = option(None, help="Folder with images for rows that have only an image_url "
                                    "(file named as the URL's basename or <sha256(url)[:16]><ext>).")  # fmt: skip
     fetch_urls: bool = option(False, help="Download uncached image URLs into <data>/image_cache (needs network).")
@@ -43,8 +43,8 @@ class RunConfig(CommonOptions):
                               choices=("assistant", "system"))  # fmt: skip
     text_only: bool | None = option(None, help="Text-only baseline prompt without images (default: when the "
                                     "backend cannot take images).")  # fmt: skip
-    max_tokens: int = option(512, help="Maximum generated tokens per answer (the original uses 512).")
-    temperature: float = option(0.0, help="Sampling temperature (0 = greedy, as the original).")
+    max_tokens: int = option(512, help="Maximum generated tokens per answer (the original uses 512).", ge=1)
+    temperature: float = option(0.0, help="Sampling temperature (0 = greedy, as the original).", ge=0)
     answer_extraction: str = option("full", help="Answer compared by EM: the full response (original) or its "
                                     "first line.", choices=("full", "first_line"))  # fmt: skip
     strict_match: bool = option(False, help="EM on raw strings instead of normalised ones.")
@@ -54,9 +54,9 @@ class RunConfig(CommonOptions):
     embedder: str = option("pixels", help="Image embedder for relevance=image and the nearest-image baseline: "
                            "pixels, or module:function mapping a list of images to an (N, D) array (e.g. CLIP).")  # fmt: skip
     exclude_reasoning: bool = option(True, help="Exclude reasoning problems from permutations (as SMMILE++).")
-    batch_size: int = option(8, help="Instances per backend call (HTTP backends answer a call concurrently).")
+    batch_size: int = option(8, help="Instances per backend call (HTTP backends answer a call concurrently).", ge=1)
     max_concurrency: int = option(4, help="Concurrent HTTP requests (openai backends).")
-    threads: int | None = option(None, help="CPU threads for local hf backends.")
+    threads: int | None = option(None, help="CPU threads for local hf backends.", ge=1)
     cache: str | None = option("auto", help="sqlite response cache: auto (<run>/cache.sqlite), a path, or none.")
     cache_mode: str = option("readwrite", help="Cache mode.", choices=("readwrite", "record", "replay", "off"))
     bootstrap_resamples: int = option(1000, help="Bootstrap resamples (the paper: 1000).")

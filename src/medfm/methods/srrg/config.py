@@ -14,10 +14,10 @@ class SourcesOptions:
     sources: list[str] = option(default_factory=lambda: ["phantom", "radlabels", "iu"],
                                 help="Training sources: phantom, radlabels, iu, file (comma-separated).")  # fmt: skip
     labelled_file: str | None = option(None, help="JSONL/CSV with columns text and labels ('Edema (Absent); ...').")
-    phantom_n: int = option(400, help="Number of CXR phantom reports for training.")
+    phantom_n: int = option(400, help="Number of CXR phantom reports for training.", ge=1)
     phantom_seed: int = option(1, help="Seed of the training phantoms (evaluation uses eval_phantom_seed).")
     radlabels_train_fraction: float = option(0.5, help="Fraction of radlabels reports used for training; the "
-                                             "rest is held out for evaluation.")  # fmt: skip
+                                             "rest is held out for evaluation.", ge=0, le=1)  # fmt: skip
     iu_limit: int | None = option(None, help="Use at most this many IU reports for silver sentences.")
 
 
@@ -49,10 +49,10 @@ class TrainConfig(CommonOptions, SourcesOptions):
     )
     warmup_fraction: float = option(0.06, help="Fraction of all steps spent warming up the learning rate.", ge=0, le=1)
     max_length: int = option(48, help="Tokens per sentence.", ge=1)
-    grad_accum: int = option(1, help="Gradient accumulation steps.")
+    grad_accum: int = option(1, help="Gradient accumulation steps.", ge=1)
     mixed_precision: str = option("no", help="Accelerate mixed precision.", choices=("no", "fp16", "bf16"))
     save_every: int = option(0, help="Extra checkpoint period in steps (<run>/checkpoints/last is also written "
-                             "after every epoch).")  # fmt: skip
+                             "after every epoch).", ge=0)  # fmt: skip
     threshold: float = option(
         0.5, help="Default sigmoid threshold (labels with too few validation positives).", gt=0, lt=1
     )
@@ -68,7 +68,9 @@ class EvaluateConfig(CommonOptions):
                              "Face model id or folder of a released SRR-BERT, or lexicon.")  # fmt: skip
     eval_phantom_n: int = option(200, help="Held-out phantom reports.")
     eval_phantom_seed: int = option(1001, help="Seed of the held-out phantoms.")
-    radlabels_train_fraction: float = option(0.5, help="radlabels reports after this fraction are evaluated.")
+    radlabels_train_fraction: float = option(
+        0.5, help="radlabels reports after this fraction are evaluated.", ge=0, le=1
+    )
     radlabels_limit: int | None = option(None, help="Evaluate at most this many held-out radlabels reports.")
     compare_lexicon: bool = option(True, help="Also score the lexicon baseline on the same data.")
 
@@ -81,7 +83,7 @@ class StructureConfig(CommonOptions):
                         "(optional 'id').")  # fmt: skip
     structurer: str = option("offline", help="offline (no LLM) or llm (through --backend).", choices=("offline", "llm"))
     backend: str | None = option(None, help="Chat backend spec for --structurer llm (see medfm.backends).")
-    max_repairs: int = option(2, help="Repair requests after an invalid LLM answer.")
+    max_repairs: int = option(2, help="Repair requests after an invalid LLM answer.", ge=0)
     classifier: str = option("lexicon", help="Finding classifier (lexicon or a model directory) used for organ "
                              "assignment and content preservation.")  # fmt: skip
 
@@ -97,4 +99,4 @@ class ScoreConfig(CommonOptions):
                              "Face model id or folder (e.g. StanfordAIMI/SRR-BERT-Leaves-with-Statuses), or lexicon.")  # fmt: skip
     spaces: list[str] = option(default_factory=lambda: ["leaves", "upper", "leaves_with_statuses",
                                                         "upper_with_statuses"], help="Label spaces to report.")  # fmt: skip
-    bootstrap: int = option(200, help="Bootstrap resamples for the CIs of the per-report means.")
+    bootstrap: int = option(200, help="Bootstrap resamples for the CIs of the per-report means.", ge=0)

@@ -28,11 +28,11 @@ class VisionSpec:
         choices=("siglip", "hf", "chexficient"),
     )
     path: str = option("", help="kind hf: a folder or hf-hub:org/name; kind chexficient: a CheXficient model folder.")
-    image_size: int = option(64, help="Input side in pixels (images are resized to a square of this size).")
+    image_size: int = option(64, help="Input side in pixels (images are resized to a square of this size).", ge=1)
     patch_size: int = option(8, help="ViT patch side in pixels; the LM sees (image_size/patch_size)^2 image tokens.")
     hidden_size: int = option(128, help="ViT width.")
     intermediate_size: int = option(256, help="ViT MLP width.")
-    num_layers: int = option(2, help="ViT depth.")
+    num_layers: int = option(2, help="ViT depth.", ge=1)
     num_heads: int = option(4, help="ViT attention heads.")
     feature_select: str = option(
         "auto",
@@ -54,7 +54,7 @@ class LMSpec:
         "hf-hub:org/name, or tiny (random 2-layer Llama with the SmolLM2 tokenizer, for tests).",
     )
     num_layers: int = option(
-        0, help="Keep only the first N decoder layers of a pretrained LM (0 = all; CPU experiments on a budget)."
+        0, help="Keep only the first N decoder layers of a pretrained LM (0 = all; CPU experiments on a budget).", ge=0
     )
     tiny_hidden: int = option(64, help="Width of the tiny LM.")
     tiny_layers: int = option(2, help="Depth of the tiny LM.")
@@ -68,7 +68,7 @@ class VLMSpec:
     vision: VisionSpec = section(VisionSpec, help="Image tower.")
     lm: LMSpec = section(LMSpec, help="Language model.")
     system_prompt: str = option(DEFAULT_SYSTEM, help="System message of every conversation ('' for none).")
-    max_length: int = option(512, help="Longest prompt + answer in tokens; longer inputs are a clear error.")
+    max_length: int = option(512, help="Longest prompt + answer in tokens; longer inputs are a clear error.", ge=1)
     max_images: int = option(1, help="Most images one conversation may hold.")
 
 
@@ -100,13 +100,13 @@ class EvalDataOptions(DataOptions):
 class TrainOptions:
     """Supervised fine-tuning (next-token loss on the assistant answer only), Accelerate."""
 
-    steps: int = option(200, help="Optimizer steps.")
-    batch_size: int = option(8, help="Conversations per step (per device).")
-    grad_accum: int = option(1, help="Gradient accumulation steps (Accelerate).")
-    lr: float = option(1e-3, help="Learning rate of the projector and (trainable) tower.")
+    steps: int = option(200, help="Optimizer steps.", ge=1)
+    batch_size: int = option(8, help="Conversations per step (per device).", ge=1)
+    grad_accum: int = option(1, help="Gradient accumulation steps (Accelerate).", ge=1)
+    lr: float = option(1e-3, help="Learning rate of the projector and (trainable) tower.", gt=0)
     lm_lr: float = option(2e-4, help="Learning rate of the LM parameters (LoRA adapters or full weights).")
-    weight_decay: float = option(0.0, help="AdamW weight decay.")
-    warmup_steps: int = option(10, help="Linear warm-up steps, then cosine decay.")
+    weight_decay: float = option(0.0, help="AdamW weight decay.", ge=0)
+    warmup_steps: int = option(10, help="Linear warm-up steps, then cosine decay.", ge=0)
     freeze_tower: bool = option(False, help="Keep the image tower frozen (use with a pretrained tower).")
     lm_mode: str = option(
         "lora",
@@ -118,8 +118,8 @@ class TrainOptions:
     lora_dropout: float = option(0.0, help="LoRA dropout.")
     mixed_precision: str = option("no", help="Accelerate mixed precision: no, fp16 or bf16.",
                                   choices=("no", "fp16", "bf16"))  # fmt: skip
-    checkpoint_every: int = option(100, help="Save <run>/checkpoints/last every this many steps (resumable).")
-    log_every: int = option(10, help="Write metrics.jsonl every this many steps.")
+    checkpoint_every: int = option(100, help="Save <run>/checkpoints/last every this many steps (resumable).", ge=0)
+    log_every: int = option(10, help="Write metrics.jsonl every this many steps.", ge=1)
     blind_images: bool = option(
         False, help="Replace every image by a constant grey one (text-only baseline under the same recipe)."
     )
@@ -130,10 +130,10 @@ class TrainOptions:
 class GenerationOptions:
     """Decoding."""
 
-    max_new_tokens: int = option(96, help="Most generated tokens per answer.")
-    batch_size: int = option(8, help="Conversations decoded together.")
+    max_new_tokens: int = option(96, help="Most generated tokens per answer.", ge=1)
+    batch_size: int = option(8, help="Conversations decoded together.", ge=1)
     use_cache: bool = option(True, help="Use the KV cache during decoding.")
-    temperature: float = option(0.0, help="0 = greedy; > 0 samples.")
+    temperature: float = option(0.0, help="0 = greedy; > 0 samples.", ge=0)
 
 
 @dataclass
@@ -170,4 +170,4 @@ class EvaluateConfig(CommonOptions):
     model: str = option(help="Saved VLM folder (e.g. <run>/checkpoints/final) or hf-hub:org/name.")
     data: EvalDataOptions = section(EvalDataOptions, help="Held-out manifests (split test by default).")
     generation: GenerationOptions = section(GenerationOptions, help="Decoding.")
-    bootstrap: int = option(1000, help="Bootstrap resamples for CIs (over images / questions).")
+    bootstrap: int = option(1000, help="Bootstrap resamples for CIs (over images / questions).", ge=0)
