@@ -273,12 +273,38 @@ def test_dicom_series_round_trips_through_nifti(tmp_path):
     assert isinstance(io.load_image(tmp_path / "s"), io.Volume)
 
 
+def test_dicom_series_skips_stray_files_with_a_warning(tmp_path, caplog):
+    folder = make_series(tmp_path / "s")
+    clean = io.load_dicom_series(folder)
+    (folder / "notes.txt").write_text("not a dicom file")  # clinical exports carry such files
+    (folder / "thumb.jpg").write_bytes(b"\xff\xd8\xff" + b"0" * 300)
+    with caplog.at_level("WARNING"):
+        vol = io.load_dicom_series(folder)
+    np.testing.assert_array_equal(vol.array, clean.array)
+    assert "skipped 2 non-DICOM file(s)" in caplog.text and "notes.txt" in caplog.text
+    with pytest.raises(DataError, match=re.escape("notes.txt")):  # files named explicitly must all be DICOM
+        io.load_dicom_series([*sorted(folder.glob("*.dcm")), folder / "notes.txt"])
+    only = tmp_path / "junk"
+    only.mkdir()
+    (only / "a.txt").write_text("x")
+    with pytest.raises(DataError, match="no readable DICOM files"):
+        io.load_dicom_series(only)
+
+
+def test_load_volume_reads_nifti_and_dicom_series_alike(tmp_path):
+    vol = io.load_volume(make_series(tmp_path / "s"), dtype=np.float32)
+    path = io.save_nifti(tmp_path / "v.nii.gz", vol.array, vol.spacing, vol.affine)
+    back = io.load_volume(path, dtype=np.float32)
+    np.testing.assert_array_equal(back.array, vol.array)
+    with pytest.raises(DataError, match="does not exist"):
+        io.load_volume(tmp_path / "missing.nii.gz")
+    (tmp_path / "x.png").write_bytes(b"png")
+    with pytest.raises(DataError, match="not a 3D volume"):
+        io.load_volume(tmp_path / "x.png")
+
+
 def test_dicom_series_bad_inputs_name_the_file(tmp_path):
     folder = make_series(tmp_path / "s")
-    (folder / "notes.txt").write_text("not a dicom file")
-    with pytest.raises(DataError, match=re.escape("notes.txt")):
-        io.load_dicom_series(folder)
-    (folder / "notes.txt").unlink()
     victim = sorted(folder.glob("*.dcm"))[2]
     victim.write_bytes(victim.read_bytes()[:-20])  # truncated pixel data
     with pytest.raises(DataError, match=victim.name):

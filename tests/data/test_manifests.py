@@ -231,7 +231,27 @@ def test_validate_missing_columns_lists_found(tmp_path):
     (tmp_path / "m.csv").write_text("identifier,img,findings\nx,a.png,ok\n")
     (problem, *_rest) = validate_manifest(tmp_path / "m.csv", check_images=False)
     assert problem.kind == "missing_column"
-    assert "id, image, report" in problem.message and "columns found: identifier, img, findings" in problem.message
+    assert "image, report" in problem.message and "columns found: identifier, img, findings" in problem.message
+
+
+def test_readme_manifest_columns_without_id_read_everywhere(tmp_path):
+    """The README's contract: image, report, split, patient_id; an id is generated when the file has none."""
+    from medfm.data.manifests import read_report_manifest
+
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "m.csv").write_text("image,report,split,patient_id\na.png,No effusion.,train,p1\na.png,Edema.,test,p2\n")
+    assert validate_manifest(tmp_path / "m.csv", check_images=False) == []
+    recs = read_report_manifest(tmp_path / "m.csv")
+    assert [r.id for r in recs] == ["0", "1"] and recs[1].split == "test" and recs[0].patient_id == "p1"
+
+
+def test_raddiff_group_table_takes_image_and_the_originals_path_column(tmp_path):
+    from medfm.methods.raddiff.data import load_group_table
+
+    for col in ("image", "path"):
+        (tmp_path / f"{col}.csv").write_text(f"{col},group\na.png,A\nb.png,B\nc.png,A\n")
+        pair = load_group_table(tmp_path / f"{col}.csv", None, None)
+        assert [p.path.name for p in pair.set_a] == ["a.png", "c.png"] and pair.set_b[0].path.name == "b.png"
 
 
 # ----------------------------------------------------------------------------------------------------------------------

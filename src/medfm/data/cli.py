@@ -19,8 +19,9 @@ class ColumnsConfig:
         None, help="Label columns (comma-separated). Default: CheXpert names plus any column of only 1/0/-1/blank."
     )
     required: list[str] = option(
-        default_factory=lambda: ["id", "image", "report"],
-        help="Which roles (id, image, report, split, patient_id) must be present as columns.",
+        default_factory=lambda: ["image", "report"],
+        help="Which roles (id, image, report, split, patient_id) must be present as columns (a missing id is "
+        "generated from the row number).",
     )
 
 

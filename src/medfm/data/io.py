@@ -375,7 +375,19 @@ def load_dicom_series(folder: str | Path | list[str | Path], series_uid: str | N
         )
     if not files:
         raise DataError(f"{where}: no DICOM files found")
-    headers = [(f, _dcmread(f, stop_before_pixels=True)) for f in files]
+    headers = []
+    skipped: list[str] = []
+    for f in files:
+        try:
+            headers.append((f, _dcmread(f, stop_before_pixels=True)))
+        except DataError as exc:
+            if isinstance(folder, list | tuple):  # files named explicitly must all be DICOM
+                raise
+            skipped.append(f"{f.name} ({str(exc).split('(', 1)[-1].rstrip(')')})")
+    if skipped:  # clinical exports carry README/.txt/thumbnail files beside the slices
+        if not headers:
+            raise DataError(f"{where}: no readable DICOM files among {len(files)} (e.g. {skipped[0]})")
+        log.warning("%s: skipped %d non-DICOM file(s): %s", where, len(skipped), "; ".join(skipped[:5]))
     series: dict[str, list[tuple[Path, Any]]] = {}
     for f, ds in headers:
         series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append((f, ds))
@@ -551,6 +563,25 @@ _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Dispatch
+
+
+def load_volume(path: str | Path, dtype: Any = None) -> Volume:
+    """A 3D volume from a NIfTI file or a DICOM series folder (wherever medfm reads NIfTI it reads DICOM series).
+
+    Raises:
+        DataError: a missing path, or a file that is neither NIfTI nor a DICOM series folder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        vol = load_dicom_series(path)
+        if dtype is not None:
+            vol.array = vol.array.astype(dtype, copy=False)
+        return vol
+    if not path.exists():
+        raise DataError(f"{path}: file does not exist")
+    if is_nifti(path):
+        return load_nifti(path, dtype=dtype)
+    raise DataError(f"{path}: not a 3D volume; expected a .nii/.nii.gz file or a DICOM series folder")
 
 
 def load_image(path: str | Path) -> Volume | Image2D:

@@ -292,7 +292,7 @@ class ManifestColumns:
     split: str = "split"
     patient_id: str = "patient_id"
     labels: tuple[str, ...] | None = None
-    required: tuple[str, ...] = ("id", "image", "report")
+    required: tuple[str, ...] = ("image", "report")
     image_separator: str = ";"
 
     def role_names(self) -> dict[str, str]:
@@ -305,7 +305,7 @@ class ReportRecord:
     """One row of an image–report manifest.
 
     Attributes:
-        id: row id.
+        id: row id (the 0-based row number when the file has no id column or the cell is empty).
         images: absolute image paths (empty for text-only rows).
         report: the report text.
         split: ``"train"``, ``"val"``, ``"test"`` or None.

@@ -173,3 +173,22 @@ def test_mass_losses_hand_computed():
     z = torch.eye(2)
     t = 0.5
     assert float(nt_xent(z, z.clone(), t)) == pytest.approx(math.log(2 + math.exp(1 / t)) - 1 / t, abs=1e-5)
+
+
+def test_datalist_with_a_dicom_series_folder_reads_like_nifti(tmp_path):
+    """Datalists may list DICOM series folders wherever they list NIfTI files (issue 28)."""
+    import json
+
+    from medfm.data import io
+    from medfm.methods.mass.config import DataOptions
+    from medfm.methods.mass.data import load_cases
+    from tests.data.test_io import make_series
+
+    series = make_series(tmp_path / "case1")
+    (series / "README.txt").write_text("export notes")  # a stray file is skipped, not fatal
+    vol = io.load_dicom_series(series)
+    io.save_nifti(tmp_path / "case2.nii.gz", vol.array, vol.spacing, vol.affine)
+    (tmp_path / "dl.json").write_text(json.dumps({"training": [{"image": "case1"}, {"image": "case2.nii.gz"}]}))
+    cases = load_cases(DataOptions(datalist=str(tmp_path / "dl.json"), min_size=8))
+    assert len(cases) == 2
+    np.testing.assert_array_equal(cases[0].image, cases[1].image)

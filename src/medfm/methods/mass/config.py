@@ -16,8 +16,9 @@ from medfm.core.config import CommonOptions, option, section
 class DataOptions:
     """Which volumes a verb reads: a Decathlon-style datalist, or generated CT phantoms when none is given."""
 
-    datalist: str | None = option(None, help="Decathlon-style dataset.json (NIfTI images, optional labels).")
-    split: str = option("train", help="Datalist split to read: train, val, test or all.")
+    datalist: str | None = option(None, help="Decathlon-style dataset.json (NIfTI files or DICOM series folders, "
+                                  "optional labels).")  # fmt: skip
+    split: str = option("train", help="Datalist split to read.", choices=("train", "val", "test", "all"))
     phantom_n: int = option(6, help="Without a datalist: number of CT phantoms to generate.", ge=1)
     phantom_first: int = option(0, help="Without a datalist: index of the first phantom (disjoint sets per role).")
     phantom_shape: list[int] = option(default_factory=lambda: [40, 40, 40], help="Phantom shape (voxels).")

@@ -127,7 +127,7 @@ def load_cases(opts: Any, limit: int | None = None) -> list[Case]:
 
 
 def _load_datalist(opts: Any, limit: int | None) -> list[Case]:
-    from medfm.data.io import load_nifti
+    from medfm.data.io import load_volume
     from medfm.data.manifests import read_datalist
 
     dl = read_datalist(opts.datalist)
@@ -136,10 +136,10 @@ def _load_datalist(opts: Any, limit: int | None) -> list[Case]:
         raise DataError(f"{opts.datalist}: split {opts.split!r} is empty; use --data.split train|val|test|all")
     cases = []
     for rec in records[:limit] if limit else records:
-        img = load_nifti(rec.image, dtype=np.float32)
+        img = load_volume(rec.image, dtype=np.float32)
         label = None
         if rec.label is not None:
-            lab = load_nifti(rec.label)
+            lab = load_volume(rec.label)
             if lab.array.shape != img.array.shape or not np.allclose(lab.affine, img.affine, atol=1e-3):
                 raise DataError(
                     f"{rec.label}: label grid {lab.array.shape} does not match image {rec.image} grid "

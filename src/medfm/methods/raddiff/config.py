@@ -74,8 +74,8 @@ class _Shared:
 class DescribeConfig(CommonOptions, _Shared):
     """``medfm raddiff describe``: two image sets in, ranked differences out."""
 
-    input: str | None = option(None, help="CSV/JSONL with one row per image: path, group (or group_name), optional "
-                               "report.", positional=True)  # fmt: skip
+    input: str | None = option(None, help="CSV/JSONL with one row per image: image (or path), group (or "
+                               "group_name), optional report and id.", positional=True)  # fmt: skip
     group_a: str | None = option(None, help="Group of set A (default: first group in the file).")
     group_b: str | None = option(None, help="Group of set B (default: second group in the file).")
     manifest_a: str | None = option(None, help="Instead of input: an image–report manifest for set A.")

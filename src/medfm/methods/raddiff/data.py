@@ -57,12 +57,13 @@ class SetPair:
         return all((it.report or "").strip() for it in self.set_a + self.set_b)
 
 
-def load_group_table(path: str | Path, group_a: str | None, group_b: str | None, path_column: str = "path",
+def load_group_table(path: str | Path, group_a: str | None, group_b: str | None, path_column: str = "image",
                      group_column: str = "group", report_column: str = "report") -> SetPair:  # fmt: skip
     """Read a table with one row per image and split it by ``group_column`` into A and B.
 
-    Group names default to the first two distinct values in file order. ``group_name`` (the originals' column)
-    is accepted for ``group``. Relative paths are resolved against the table's folder.
+    The image column is ``image`` as in every medfm manifest; ``path`` (the originals' name) is accepted for it,
+    as is ``group_name`` for ``group``. Group names default to the first two distinct values in file order.
+    Relative paths are resolved against the table's folder; ``id`` is optional.
     """
     from medfm.data.manifests import read_table
 
@@ -72,6 +73,8 @@ def load_group_table(path: str | Path, group_a: str | None, group_b: str | None,
     header, rows = read_table(path)
     if group_column not in header and "group_name" in header:
         group_column = "group_name"
+    if path_column not in header and "path" in header:
+        path_column = "path"
     missing = [c for c in (path_column, group_column) if c not in header]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}; columns found: {', '.join(header)}")

@@ -27,7 +27,7 @@ def run_demo(out_dir: Path, seed: int) -> StepOutcome:
     reports = dict(csv.reader(io.StringIO((bench / "reports.csv").read_text())))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "group", "report"])
+    w.writerow(["image", "group", "report"])
     for group, key in (("effusion", "set1_images"), ("no_effusion", "set2_images")):
         for rel in pair[key]:
             w.writerow([f"bench/{rel}", group, reports[rel]])
