@@ -58,3 +58,43 @@ def test_dry_run_prints_a_plan_and_leaves_no_folder(verb, tmp_path, monkeypatch,
     out = tmp_path / "out"
     assert main([*verb.split(), "--dry_run", "true", "--output_dir", str(out)]) == 0
     assert "dry run" in capsys.readouterr().out and not out.exists() and not (tmp_path / "runs").exists()
+
+
+def _bad_inputs(tmp_path):
+    """A manifest with a broken JSON line, one without the image column, a datalist naming a missing file."""
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"image": "a.png", "report": "ok"}\n{"image": "b.png", "report": \n')
+    nocol = tmp_path / "nocol.csv"
+    nocol.write_text("img,report\na.png,ok\n")
+    dl = tmp_path / "dl.json"
+    dl.write_text('{"training": [{"image": "missing.nii.gz"}]}')
+    return broken, nocol, dl
+
+
+@pytest.mark.parametrize("argv,which", [
+    (["chexficient", "train", "--data.manifest"], "broken"),
+    (["chexficient", "train", "--data.manifest"], "nocol"),
+    (["ravl", "mitigate", "--mitigation.init", "scratch", "--mitigation.method", "standard", "--data.manifest"],
+     "broken"),
+    (["vlm", "train", "--data.reports"], "nocol"),
+    (["mass", "prepare", "--data.datalist"], "dl"),
+    (["medvae", "train", "--data.source"], "broken"),
+])  # fmt: skip
+def test_dry_run_runs_the_data_validate_checks_on_every_input(argv, which, tmp_path, capsys):
+    broken, nocol, dl = _bad_inputs(tmp_path)
+    path = {"broken": broken, "nocol": nocol, "dl": dl}[which]
+    out = tmp_path / "run"
+    assert main([*argv, str(path), "--dry_run", "--output_dir", str(out)]) == 3
+    err = capsys.readouterr().err
+    assert str(path.name) in err  # named by the shared input check, or by a verb that reads its data before planning
+    assert not out.exists()
+
+
+def test_dry_run_of_a_clean_manifest_reaches_the_plan(tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("L", (8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "m.csv").write_text("image,report,split\na.png,No effusion.,train\na.png,Edema.,test\n")
+    assert main(["chexficient", "train", "--data.manifest", str(tmp_path / "m.csv"), "--dry_run",
+                 "--output_dir", str(tmp_path / "run")]) == 0  # fmt: skip
+    assert "dry run: chexficient train" in capsys.readouterr().out

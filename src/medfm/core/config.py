@@ -35,17 +35,20 @@ def option(
     gt: float | None = None,
     le: float | None = None,
     lt: float | None = None,
+    input: str | None = None,
 ) -> Any:
     """A documented config field. ``help`` is shown by ``--help``; ``positional`` makes it a CLI argument.
 
     ``choices`` (for a list option: of every item) and the bounds ``ge``/``gt``/``le``/``lt`` are enforced
     whenever a value is set, from a YAML config or a flag alike (:func:`check_value`): a UsageError, exit 2.
-    None always passes (an unset optional option). Without a default the option is *required*: it defaults
+    None always passes (an unset optional option). ``input`` declares a file the verb reads
+    (``manifest``, ``datalist``, ``table:col,...``); ``--dry_run`` checks it (:mod:`medfm.core.inputs`). Without a default the option is *required*: it defaults
     to None so configs stay constructible, and :func:`resolve` raises a UsageError naming it when no config
     source or flag set it.
     """
     meta = {"help": help, "positional": positional, "choices": choices, "required": False,
-            "bounds": {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}}  # fmt: skip
+            "bounds": {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None},
+            "input": input}  # fmt: skip
     if default is _MISSING and default_factory is _MISSING:
         default, meta["required"] = None, True
     if default_factory is not _MISSING:

@@ -341,7 +341,18 @@ class Run:
         return atomic_write_text(self.dir / name, text)
 
     def plan(self, lines: Iterable[str]) -> int:
-        """Print the dry-run plan to stdout and return exit code 0."""
+        """The dry run: check every declared input file as ``medfm data validate`` would (:mod:`medfm.core.inputs`),
+        then print the plan to stdout. Returns 0, or 3 after listing the inputs' problems on stderr."""
+        import sys
+
+        from medfm.core.inputs import check_inputs
+
+        problems = check_inputs(self.cfg) if self.cfg is not None else []
+        if problems:
+            for p in problems:
+                print(p, file=sys.stderr)
+            print(f"dry run: {len(problems)} problem(s) in the inputs of {self.method} {self.verb}", file=sys.stderr)
+            return 3
         print(f"dry run: {self.method} {self.verb} -> {self.dir}")
         for line in lines:
             print(f"  {line}")

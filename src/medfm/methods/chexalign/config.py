@@ -20,7 +20,9 @@ DEFAULT_PROMPT = "Write the findings and impression for this chest X-ray."
 class StudyData:
     """Studies: an image–report manifest (``medfm phantom cxr`` output or any CSV/JSONL with id, image, report)."""
 
-    reports: str = option(help="Image–report manifest (CSV/JSONL: id, image, report, split, optional finding labels).")
+    reports: str = option(
+        help="Image–report manifest (CSV/JSONL: id, image, report, split, optional finding labels).", input="manifest"
+    )
     split: str = option("train", help="Rows of this split are used (train, val, test or all).")
     prompt: str = option(DEFAULT_PROMPT, help="User instruction shown with each study's image.")
     section: str = option(
@@ -75,7 +77,9 @@ class JudgeOptions:
 class JudgeConfig(CommonOptions):
     """Score every candidate against its study's reference (GREEN, LC-GREEN or BERTScore)."""
 
-    candidates: str = option(help="candidates.jsonl written by `medfm chexalign sample` (or its run directory).")
+    candidates: str = option(
+        help="candidates.jsonl written by `medfm chexalign sample` (or its run directory).", input="table:candidates"
+    )
     judge: JudgeOptions = section(JudgeOptions, help="The judge.")
 
 
@@ -116,7 +120,9 @@ class TrainConfig(CommonOptions):
     """Align the SFT policy on preference pairs with one algorithm, for each beta of a sweep."""
 
     policy: str = option(help="SFT policy folder (also the frozen reference model).")
-    pairs: str = option(help="pairs.jsonl written by `medfm chexalign pairs` (or its run directory).")
+    pairs: str = option(
+        help="pairs.jsonl written by `medfm chexalign pairs` (or its run directory).", input="table:chosen|completion"
+    )
     algorithm: str = option(
         "dpo",
         help="dpo, ipo, kto, orpo, rdpo (DPO + alpha (|y_w|-|y_l|)) or simpo.",

@@ -78,7 +78,9 @@ class CuratorOptions:
 class DataOptions:
     """Image–report pairs: a CSV/JSONL manifest, or CXR phantoms generated in memory."""
 
-    manifest: str | None = option(None, help="Image–report manifest (.csv/.jsonl); none = CXR phantoms.")
+    manifest: str | None = option(
+        None, help="Image–report manifest (.csv/.jsonl); none = CXR phantoms.", input="manifest"
+    )
     image_column: str = option("image", help="Manifest column with image paths.")
     report_column: str = option("report", help="Manifest column with report text.")
     id_column: str = option("id", help="Manifest column with unique pair ids.")

@@ -17,7 +17,7 @@ class DataOptions:
     """Which volumes a verb reads: a Decathlon-style datalist, or generated CT phantoms when none is given."""
 
     datalist: str | None = option(None, help="Decathlon-style dataset.json (NIfTI files or DICOM series folders, "
-                                  "optional labels).")  # fmt: skip
+                                  "optional labels).", input="datalist")  # fmt: skip
     split: str = option("train", help="Datalist split to read.", choices=("train", "val", "test", "all"))
     phantom_n: int = option(6, help="Without a datalist: number of CT phantoms to generate.", ge=1)
     phantom_first: int = option(0, help="Without a datalist: index of the first phantom (disjoint sets per role).")

@@ -37,6 +37,7 @@ class DataOptions:
         "phantom:cxr",
         help="phantom:cxr (2D chest X-ray phantoms), phantom:ct (3D CT phantoms), a folder of PNG/DICOM/NIfTI "
         "files, a CSV/JSONL manifest with an image column, or a Decathlon datalist JSON.",
+        input="manifest",
     )
     n: int = option(64, help="Number of phantoms to generate for phantom:* sources.", ge=1)
     size: int = option(
@@ -132,7 +133,8 @@ class EncodeConfig(CommonOptions):
     """``medfm medvae encode``: images (folder or manifest of DICOM/NIfTI/PNG) -> latent files."""
 
     model: str = option(help="Trained model directory (checkpoints/final of a train run) or local-dir:/hf-hub: source.")
-    input: str = option(help="Folder of images, a manifest (CSV/JSONL/datalist JSON), or phantom:cxr / phantom:ct.")
+    input: str = option(help="Folder of images, a manifest (CSV/JSONL/datalist JSON), or phantom:cxr / phantom:ct.",
+                        input="manifest")  # fmt: skip
     data: DataOptions = section(DataOptions, help="Phantom size and intensity normalisation.")
     projected: bool = option(False, help="Also store the stage-2 projected latent (used for downstream tasks).")
     sample: bool = option(False, help="Sample the posterior instead of its mean (default: deterministic mean).")

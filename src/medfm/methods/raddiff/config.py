@@ -75,11 +75,15 @@ class DescribeConfig(CommonOptions, _Shared):
     """``medfm raddiff describe``: two image sets in, ranked differences out."""
 
     input: str | None = option(None, help="CSV/JSONL with one row per image: image (or path), group (or "
-                               "group_name), optional report and id.", positional=True)  # fmt: skip
+                               "group_name), optional report and id.", positional=True, input="table:image|path,group|group_name")  # fmt: skip
     group_a: str | None = option(None, help="Group of set A (default: first group in the file).")
     group_b: str | None = option(None, help="Group of set B (default: second group in the file).")
-    manifest_a: str | None = option(None, help="Instead of input: an image–report manifest for set A.")
-    manifest_b: str | None = option(None, help="Instead of input: an image–report manifest for set B.")
+    manifest_a: str | None = option(
+        None, help="Instead of input: an image–report manifest for set A.", input="manifest"
+    )
+    manifest_b: str | None = option(
+        None, help="Instead of input: an image–report manifest for set B.", input="manifest"
+    )
     gt_a: str | None = option(None, help="Known description of A: scored by the ranker (ceiling) and the judge.")
     gt_b: str | None = option(None, help="Known description of B.")
     judge: JudgeOptions = section(JudgeOptions, help="Judge (used when gt_a is given).")

@@ -20,7 +20,7 @@ class DataOptions:
     manifest: str | None = option(
         None, help="CSV/JSONL manifest (image path, class label, optional caption and JSON box columns); "
         "default: generate phantoms."
-    )  # fmt: skip
+    , input="manifest")  # fmt: skip
     label_column: str = option("label", help="Manifest column with the class (name or index).")
     image_column: str = option("image", help="Manifest column with the image path (relative to the manifest).")
     caption_column: str = option("caption", help="Manifest column with the fine-tuning caption (optional).")

@@ -13,7 +13,9 @@ class SourcesOptions:
 
     sources: list[str] = option(default_factory=lambda: ["phantom", "radlabels", "iu"],
                                 help="Training sources: phantom, radlabels, iu, file (comma-separated).")  # fmt: skip
-    labelled_file: str | None = option(None, help="JSONL/CSV with columns text and labels ('Edema (Absent); ...').")
+    labelled_file: str | None = option(
+        None, help="JSONL/CSV with columns text and labels ('Edema (Absent); ...').", input="table:text,labels"
+    )
     phantom_n: int = option(400, help="Number of CXR phantom reports for training.", ge=1)
     phantom_seed: int = option(1, help="Seed of the training phantoms (evaluation uses eval_phantom_seed).")
     radlabels_train_fraction: float = option(0.5, help="Fraction of radlabels reports used for training; the "
@@ -30,7 +32,9 @@ class PrepareConfig(CommonOptions, SourcesOptions):
 class TrainConfig(CommonOptions, SourcesOptions):
     """``medfm srrg train``: fine-tune the finding classifier (SRR-BERT) multi-label."""
 
-    data: str | None = option(None, help="sentences.jsonl from 'medfm srrg prepare'; default: build from sources.")
+    data: str | None = option(
+        None, help="sentences.jsonl from 'medfm srrg prepare'; default: build from sources.", input="table:text,labels"
+    )
     model: str = option("srr-bert", help="srr-bert (fine-tuned encoder) or tfidf (TF-IDF + logistic regression "
                         "baseline, CPU seconds).", choices=("srr-bert", "tfidf"))  # fmt: skip
     base: str = option("minilm", help="Encoder: minilm (offline MiniLM), a local folder or hf-hub:org/name "
@@ -93,7 +97,7 @@ class ScoreConfig(CommonOptions):
     """``medfm srrg score``: F1-SRR-BERT (all variants), BLEU and ROUGE-L of candidates vs references."""
 
     input: str = option(help="JSONL/CSV with columns 'reference' and 'candidate' (one report section per row).",
-                        positional=True)  # fmt: skip
+                        positional=True, input="table:reference,candidate")  # fmt: skip
     section: str = option("impression", help="Section the texts hold.", choices=("impression", "findings"))
     classifier: str = option("lexicon", help="Finding classifier: a model folder from 'medfm srrg train', a Hugging "
                              "Face model id or folder (e.g. StanfordAIMI/SRR-BERT-Leaves-with-Statuses), or lexicon.")  # fmt: skip

@@ -77,9 +77,15 @@ class DataOptions:
     """Training / evaluation data: an image–report manifest and/or an image–question–answer manifest."""
 
     reports: str | None = option(
-        None, help="Image–report manifest (CSV/JSONL: id, image, report, split, optional finding label columns)."
+        None,
+        help="Image–report manifest (CSV/JSONL: id, image, report, split, optional finding label columns).",
+        input="manifest",
     )
-    vqa: str | None = option(None, help="VQA manifest (CSV/JSONL: image, question, answer, optional split).")
+    vqa: str | None = option(
+        None,
+        help="VQA manifest (CSV/JSONL: image, question, answer, optional split).",
+        input="table:image,question,answer",
+    )
     split: str = option("train", help="Rows of this split are used (train, val, test or all).")
     report_prompt: str = option(DEFAULT_REPORT_PROMPT, help="User instruction shown with each image for reports.")
     report_section: str = option(
@@ -140,7 +146,9 @@ class GenerationOptions:
 class PrepareConfig(CommonOptions):
     """Write a VQA manifest (yes/no questions per finding) from an image–report manifest with finding labels."""
 
-    reports: str = option(help="Image–report manifest with finding label columns (e.g. `medfm phantom cxr` output).")
+    reports: str = option(
+        help="Image–report manifest with finding label columns (e.g. `medfm phantom cxr` output).", input="manifest"
+    )
     findings: list[str] | None = option(None, help="Findings to ask about (default: those with a question template).")
     per_image: int = option(2, help="Questions per image (balanced: one 'yes' when the image has a finding).")
 
