@@ -179,10 +179,11 @@ def test_datalist_with_a_dicom_series_folder_reads_like_nifti(tmp_path):
     """Datalists may list DICOM series folders wherever they list NIfTI files (issue 28)."""
     import json
 
+    from tests.data.test_io import make_series
+
     from medfm.data import io
     from medfm.methods.mass.config import DataOptions
     from medfm.methods.mass.data import load_cases
-    from tests.data.test_io import make_series
 
     series = make_series(tmp_path / "case1")
     (series / "README.txt").write_text("export notes")  # a stray file is skipped, not fatal
