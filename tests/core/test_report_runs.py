@@ -174,3 +174,20 @@ def test_one_report_verb_for_every_method(tmp_path, capsys):
     assert main(["report", str(tmp_path / "empty")]) == 3  # no results.json: one actionable line
     assert "no results.json" in capsys.readouterr().err
     assert main(["report", str(run), "--dry_run", "true"]) == 0
+
+
+def test_run_folder_says_how_its_last_attempt_ended(tmp_path):
+    import json as _json
+
+    from medfm.core.runs import STATUS_NAME, Run
+
+    cfg = CommonOptions(output_dir=str(tmp_path / "r"))
+    with pytest.raises(RuntimeError):
+        with Run("toy", "train", cfg):
+            assert _json.loads((tmp_path / "r" / STATUS_NAME).read_text())["status"] == "running"
+            raise RuntimeError("out of memory\nsecond line")
+    doc = _json.loads((tmp_path / "r" / STATUS_NAME).read_text())
+    assert doc["status"] == "failed" and doc["error"] == "RuntimeError: out of memory"
+    with Run("toy", "train", cfg):
+        pass
+    assert _json.loads((tmp_path / "r" / STATUS_NAME).read_text())["status"] == "completed"

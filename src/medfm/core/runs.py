@@ -169,6 +169,8 @@ def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, **
 
 #: The lock file of a run folder (holds the pid of the process writing it).
 LOCK_NAME = ".medfm.lock"
+#: How the folder's last attempt ended (see Run._write_status).
+STATUS_NAME = "status.json"
 #: Run-folder locks this process holds: lock file path -> open descriptor. flock conflicts between two
 #: descriptors of one process too, and a verb may open a second Run on a folder it is already writing.
 _HELD: dict[str, int] = {}
@@ -238,6 +240,7 @@ class Run:
             seed_everything(int(getattr(self.cfg, "seed", 0)))
         if self.is_main:
             atomic_write_json(self.dir / "env.json", capture_env(with_device=with_device))
+            self._write_status("running")
             self._handler = logging.FileHandler(self.dir / "log.txt", encoding="utf-8")
             self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
             self._handler.setLevel(logging.DEBUG)
@@ -290,10 +293,28 @@ class Run:
     def __enter__(self) -> Run:
         return self.start()
 
+    def _write_status(self, status: str, error: str | None = None) -> None:
+        """``status.json``: running / completed / failed / interrupted, so a folder says how its last attempt ended
+        (a run killed outright stays ``running`` with no process holding the folder's lock)."""
+        if not self.is_main or not self.dir.is_dir():
+            return
+        doc: dict[str, Any] = {"status": status, "verb": f"{self.method} {self.verb}", "pid": os.getpid(),
+                               "at": _dt.datetime.now().isoformat(timespec="seconds")}  # fmt: skip
+        if error:
+            doc["error"] = error
+        atomic_write_json(self.dir / STATUS_NAME, doc)
+
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.close()
         from medfm.core.errors import MedfmError
 
+        if self._started and self.is_main:
+            if exc is None:
+                self._write_status("completed")
+            else:
+                first = (str(exc).strip().splitlines() or [""])[0][:500]
+                kind = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+                self._write_status(kind, f"{type(exc).__name__}: {first}")
+        self.close()
         # A user mistake (bad data, bad option) found inside the run leaves nothing behind in a folder
         # this run created; crashes keep theirs (log.txt and checkpoints are needed to resume or debug).
         if isinstance(exc, MedfmError) and self._created:
