@@ -71,7 +71,8 @@ def test_openai_wire_format_n_seed_json_and_errors():
             json={"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema"}},
         )
         assert bad.status_code == 400 and "json_schema" in bad.json()["error"]["message"]
-        assert httpx.post(srv.url + "/chat/completions", json={"max_tokens": 3}).status_code == 422
+        missing = httpx.post(srv.url + "/chat/completions", json={"max_tokens": 3})
+        assert missing.status_code == 400 and missing.json()["error"]["param"] == "messages"
         # unknown prompt -> backend error -> 500, reported per item by the client without retrying forever
         client = OpenAIBackend(srv.url, max_retries=1, backoff=0.001)
         assert client.model_name == "toy"

@@ -182,10 +182,9 @@ def test_run_folder_says_how_its_last_attempt_ended(tmp_path):
     from medfm.core.runs import STATUS_NAME, Run
 
     cfg = CommonOptions(output_dir=str(tmp_path / "r"))
-    with pytest.raises(RuntimeError):
-        with Run("toy", "train", cfg):
-            assert _json.loads((tmp_path / "r" / STATUS_NAME).read_text())["status"] == "running"
-            raise RuntimeError("out of memory\nsecond line")
+    with pytest.raises(RuntimeError), Run("toy", "train", cfg):
+        assert _json.loads((tmp_path / "r" / STATUS_NAME).read_text())["status"] == "running"
+        raise RuntimeError("out of memory\nsecond line")
     doc = _json.loads((tmp_path / "r" / STATUS_NAME).read_text())
     assert doc["status"] == "failed" and doc["error"] == "RuntimeError: out of memory"
     with Run("toy", "train", cfg):

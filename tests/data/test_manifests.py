@@ -239,7 +239,9 @@ def test_readme_manifest_columns_without_id_read_everywhere(tmp_path):
     from medfm.data.manifests import read_report_manifest
 
     (tmp_path / "a.png").write_bytes(b"")
-    (tmp_path / "m.csv").write_text("image,report,split,patient_id\na.png,No effusion.,train,p1\na.png,Edema.,test,p2\n")
+    (tmp_path / "m.csv").write_text(
+        "image,report,split,patient_id\na.png,No effusion.,train,p1\na.png,Edema.,test,p2\n"
+    )
     assert validate_manifest(tmp_path / "m.csv", check_images=False) == []
     recs = read_report_manifest(tmp_path / "m.csv")
     assert [r.id for r in recs] == ["0", "1"] and recs[1].split == "test" and recs[0].patient_id == "p1"

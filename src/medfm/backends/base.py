@@ -85,6 +85,8 @@ class GenerationRequest:
         top_logprobs: also return this many most likely alternatives per position (0 = none).
         stop: strings that end the generation (not included in the text).
         output_attentions: return attention maps (backends with the ``attentions`` capability only).
+        raw: the messages' contents, concatenated, are the prompt as is: no chat template (text completions,
+            ``/v1/completions``); backends without a raw mode send them as one user message.
     """
 
     messages: list[ChatMessage]
@@ -97,6 +99,7 @@ class GenerationRequest:
     top_logprobs: int = 0
     stop: list[str] = field(default_factory=list)
     output_attentions: bool = False
+    raw: bool = False
 
     @classmethod
     def of(cls, prompt: str | ChatMessage | Sequence[ChatMessage | dict[str, Any]], **kwargs: Any) -> GenerationRequest:
@@ -292,6 +295,12 @@ class Backend(ABC):
     spec: str = ""
     model_name: str = ""
     capabilities: Capabilities = Capabilities()
+    #: most tokens (prompt + completion) the model takes; None when unknown (no limit is enforced)
+    context_length: int | None = None
+
+    def prompt_tokens(self, request: GenerationRequest) -> int | None:
+        """How many tokens ``request``'s prompt takes for this model (None when the backend cannot tell)."""
+        return None
 
     @abstractmethod
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResponse]:

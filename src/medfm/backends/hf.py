@@ -214,10 +214,16 @@ class HFBackend(Backend):
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
         self._eos_ids = self._end_ids()
+        self.context_length = _context_length(self.model.config, tok)
         self.capabilities = Capabilities(
             chat=True, images=self.is_vlm, json_mode=True, logprobs=True, scoring=True, attentions=True
         )
         self.model_name = str(self.model_name)
+
+    def prompt_tokens(self, request: GenerationRequest) -> int | None:
+        """Prompt length in tokens as the model will see it (chat template, prefill and image tokens)."""
+        enc = self._encode([self.render(request.messages, request.json_mode, request.raw)])
+        return int(enc["input_ids"].shape[1])
 
     def _end_ids(self) -> list[int]:
         ids: set[int] = set()
@@ -258,9 +264,12 @@ class HFBackend(Backend):
                 out.append({"role": m.role, "content": m.content})
         return out
 
-    def render(self, messages: Sequence[ChatMessage], json_mode: bool = False) -> _Rendered:
-        """Chat-template text for a conversation; a trailing assistant message is a prefill."""
+    def render(self, messages: Sequence[ChatMessage], json_mode: bool = False, raw: bool = False) -> _Rendered:
+        """Chat-template text for a conversation; a trailing assistant message is a prefill. ``raw``: the contents
+        as they are (a text completion)."""
         msgs = list(messages)
+        if raw:
+            return _Rendered("".join(m.content for m in msgs), "", [load_image(im) for m in msgs for im in m.images])
         prefill, keep = "", ""
         if msgs and msgs[-1].role == "assistant":
             prefill = msgs.pop().content
@@ -335,7 +344,7 @@ class HFBackend(Backend):
         first = reqs[0]
         sample = first.temperature > 0
         want_logits = any(r.logprobs for r in reqs)
-        rendered = [self.render(r.messages, r.json_mode) for r in reqs]
+        rendered = [self.render(r.messages, r.json_mode, r.raw) for r in reqs]
         enc = self._encode(rendered)
         gen_cfg = GenerationConfig(
             max_new_tokens=max(1, first.max_tokens),
@@ -370,9 +379,13 @@ class HFBackend(Backend):
                     break
             ids = ids[:end]
             text = rendered[b].keep + self.tokenizer.decode(ids, skip_special_tokens=True)
+            n_out = len(ids)
             for s in req.stop:
                 if s and s in text:
                     text, finish = text[: text.index(s)], "stop"
+            if finish == "stop" and n_out and len(text) < len(rendered[b].keep + self.tokenizer.decode(ids)):
+                # cut at a stop string: count the tokens of what is returned, not of what was generated
+                n_out = len(self.tokenizer(text[len(rendered[b].keep) :], add_special_tokens=False)["input_ids"])
             lps = None
             if req.logprobs and logps is not None:
                 lps = []
@@ -384,7 +397,7 @@ class HFBackend(Backend):
                     lps.append(TokenLogprob(self.tokenizer.decode([tid]), float(logps[b, t, tid]), top))
             n_in = int(enc["attention_mask"][b].sum())
             resp = GenerationResponse(
-                text=text, finish_reason=finish, logprobs=lps, usage=Usage(n_in, len(ids)), model=self.model_name
+                text=text, finish_reason=finish, logprobs=lps, usage=Usage(n_in, n_out), model=self.model_name
             )
             if req.output_attentions:
                 full = enc["input_ids"][b][enc["attention_mask"][b].bool()].tolist() + ids
@@ -478,6 +491,17 @@ class HFBackend(Backend):
                 log.warning("scoring failed for %d item(s): %s", len(chunk), exc)
                 results += [ScoreResult(float("nan"), error=f"{type(exc).__name__}: {exc}") for _ in chunk]
         return results
+
+
+def _context_length(config: Any, tokenizer: Any) -> int | None:
+    """The model's context window in tokens: its position-embedding size, else the tokenizer's limit."""
+    cfg = getattr(config, "text_config", None) or config
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(cfg, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    return int(limit) if isinstance(limit, int) and 0 < limit < 10**7 else None
 
 
 def _load(path: str, dtype: Any, attn_implementation: str | None) -> tuple[Any, Any, Any]:

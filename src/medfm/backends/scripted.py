@@ -78,8 +78,10 @@ class ScriptedBackend(Backend):
         scorer: Scorer | None = None,
         capabilities: Capabilities | None = None,
         model: str = "scripted",
+        context_length: int | None = None,
     ):
         self._fn: Responder | None = None
+        self.context_length = context_length  # in words (a scripted "token" is a word)
         self._table: dict[str, dict[str, Any]] = {}
         if callable(script):
             self._fn = script
@@ -128,8 +130,12 @@ class ScriptedBackend(Backend):
             finish_reason=finish,
             model=self.model_name,
             logprobs=[TokenLogprob(str(t), float(lp)) for t, lp in lps] if req.logprobs and lps else None,
-            usage=Usage(prompt_tokens, min(len(words), req.max_tokens)),
+            usage=Usage(prompt_tokens, len(text.split())),  # what is returned (after a stop string), in words
         )
+
+    def prompt_tokens(self, request: GenerationRequest) -> int | None:
+        """Prompt length in words (the scripted backend's tokens)."""
+        return sum(len(m.content.split()) for m in request.messages)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResponse]:
         out = []
