@@ -34,16 +34,19 @@ import time
 import numpy as np
 
 from medfm.core.bench import Benchmark
+from medfm.methods.srrg.thresholds import micro_f1
 
 log = logging.getLogger("benchmarks.srrg")
 
 
-def micro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Micro F1 of multi-hot ``(reports, labels)`` matrices: 2 TP / (|true| + |pred|), 0 when both are empty
-    (equal to scikit-learn's ``f1_score(average="micro", zero_division=0)``)."""
-    tp = float(np.sum(y_true * y_pred))
-    denom = float(y_true.sum() + y_pred.sum())
-    return 2 * tp / denom if denom else 0.0
+def paired_gap(per_seed: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n_resamples: int) -> tuple[float, tuple]:
+    """Micro-F1 gap arm A - arm B on the same reports, ``per_seed`` = (gold, A, B) per seed; seeds-then-reports
+    bootstrap: ``(gap, 95 % CI)``."""
+    from medfm.core.metrics import hierarchical_bootstrap
+
+    gap, ci, _ = hierarchical_bootstrap(lambda t, a, b: micro_f1(t, a) - micro_f1(t, b), per_seed,
+                                        n_resamples=n_resamples, seed=0)  # fmt: skip
+    return gap, ci
 
 
 def labelled_sets(bench: Benchmark) -> dict[str, list]:
@@ -180,17 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     lex_f1 = micro_f1(lex_m["radlabels"][sp][0], y_lex)
     clf_f1 = float(np.mean([micro_f1(m["radlabels"][sp][0], m["radlabels"][sp][1]) for m in arms["minilm"]]))
     tf_f1 = float(np.mean([micro_f1(m["radlabels"][sp][0], m["radlabels"][sp][1]) for m in arms["tfidf"]]))
-    per_seed = [(m["radlabels"][sp][0], m["radlabels"][sp][1], y_lex) for m in arms["minilm"]]
-    diff, diff_ci, _ = hierarchical_bootstrap(lambda t, a, b: micro_f1(t, a) - micro_f1(t, b), per_seed,
-                                              n_resamples=nb, seed=0)  # fmt: skip
+    diff, diff_ci = paired_gap([(m["radlabels"][sp][0], m["radlabels"][sp][1], y_lex) for m in arms["minilm"]], nb)
     bench.claim("classifier_beats_lexicon_radlabels", diff, baseline=lex_f1, ci=diff_ci, n=len(y_lex), seeds=seeds_n,
                 levels={"classifier": clf_f1, "lexicon": lex_f1},
                 note=f"classifier {clf_f1:.3f} vs lexicon {lex_f1:.3f}; the classifier learns from the lexicon's silver "
                 "mentions with radlabels' gold statuses on its training half")  # fmt: skip
-    per_seed = [(m["radlabels"][sp][0], m["radlabels"][sp][1], t["radlabels"][sp][1])
-                for m, t in zip(arms["minilm"], arms["tfidf"])]  # fmt: skip
-    diff, diff_ci, _ = hierarchical_bootstrap(lambda t, a, b: micro_f1(t, a) - micro_f1(t, b), per_seed,
-                                              n_resamples=nb, seed=0)  # fmt: skip
+    diff, diff_ci = paired_gap([(m["radlabels"][sp][0], m["radlabels"][sp][1], t["radlabels"][sp][1])
+                                for m, t in zip(arms["minilm"], arms["tfidf"])], nb)  # fmt: skip
     bench.claim("classifier_vs_tfidf_radlabels", diff, baseline=tf_f1, ci=diff_ci, n=len(y_lex), seeds=seeds_n,
                 levels={"classifier": clf_f1, "tfidf": tf_f1},
                 note=f"classifier {clf_f1:.3f} vs TF-IDF {tf_f1:.3f} (same sentences, validation split and threshold "

@@ -301,3 +301,17 @@ def validation_split(
     train = [s for s in sentences if (s.report_id or s.text) not in held]
     val = [s for s in sentences if (s.report_id or s.text) in held]
     return train, val
+
+
+def train_val(sentences: Sequence[Sentence], val_fraction: float, val_sentences: Sequence[Sentence] | None,
+              seed: int) -> tuple[list[Sentence], list[Sentence]]:  # fmt: skip
+    """The ``(train, validation)`` sentences every trained labeller uses: an explicit validation set, or
+    :func:`validation_split` of ``sentences`` (none when ``val_fraction`` is 0). DataError when no training
+    sentence is left."""
+    if val_sentences is not None:
+        train, val = list(sentences), list(val_sentences)
+    else:
+        train, val = validation_split(sentences, val_fraction, seed) if val_fraction else (list(sentences), [])
+    if not train:
+        raise DataError("no training sentences left after the validation split")
+    return train, val

@@ -25,7 +25,7 @@ import numpy as np
 
 from medfm.core.errors import DataError
 from medfm.methods.srrg.classifier import META, LabelDecoder
-from medfm.methods.srrg.data import Sentence, validation_split
+from medfm.methods.srrg.data import Sentence, train_val
 from medfm.methods.srrg.labels import LEAVES_WITH_STATUSES, findings_matrix
 from medfm.methods.srrg.thresholds import micro_f1, tune_thresholds
 
@@ -146,12 +146,7 @@ def train_tfidf(sentences: Sequence[Sentence], *, val_fraction: float = 0.1,
     and seed as :func:`medfm.methods.srrg.train.train_classifier`, so both models see the same data)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    if val_sentences is None:
-        train, val = validation_split(sentences, val_fraction, seed) if val_fraction else (list(sentences), [])
-    else:
-        train, val = list(sentences), list(val_sentences)
-    if not train:
-        raise DataError("no training sentences left after the validation split")
+    train, val = train_val(sentences, val_fraction, val_sentences, seed)
     t0 = time.perf_counter()
     settings = dict(VECTORIZER)
     vec = TfidfVectorizer(**{**settings, "ngram_range": tuple(settings["ngram_range"]),

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from medfm.methods.srrg.data import Sentence, validation_split
+from medfm.methods.srrg.data import Sentence, train_val
 from medfm.methods.srrg.labels import LEAVES_WITH_STATUSES, findings_matrix
 from medfm.methods.srrg.thresholds import micro_f1, tune_thresholds
 
@@ -132,18 +132,12 @@ def train_classifier(
     import torch
 
     from medfm.core.distributed import is_main_process
-    from medfm.core.errors import DataError
     from medfm.core.results import MetricsLog
     from medfm.core.training import Checkpointer, fit, make_accelerator, shard
     from medfm.methods.srrg.classifier import FindingClassifier, load_encoder, predict_proba
 
     run_dir = Path(run_dir)
-    if val_sentences is None:
-        train, val = validation_split(sentences, val_fraction, seed) if val_fraction else (list(sentences), [])
-    else:
-        train, val = list(sentences), list(val_sentences)
-    if not train:
-        raise DataError("no training sentences left after the validation split")
+    train, val = train_val(sentences, val_fraction, val_sentences, seed)
     if not val and (patience or tune):
         log.warning("no validation sentences: no early stopping, every label keeps threshold %.2f", threshold)
     torch.manual_seed(seed)
