@@ -273,7 +273,8 @@ def test_rescore_original_csv_layout(tmp_path):
     ev, _, scored = score_csv(open_csv)
     assert [s["error"] for s in scored] == [None, None, None, "empty generated_answer", None]
     assert ev["model"] == "Qwen2.5-VL-7B" and ev["inference_mode"] == "ICL" and ev["task"] == "open"
-    assert ev["correct_examples"] == 3 and ev["accuracy"] == pytest.approx(60.0) and ev["err_count"] == 1
+    assert ev["correct_examples"] == 3 and ev["accuracy"] == pytest.approx(60.0)
+    assert ev["err_count"] == 0 and ev["unusable_count"] == 1  # err_count: API errors only, as the original
     assert ev["incorrect_examples"] == ["p3", "p4"] and ev["total_examples"] == 5
     mc = tmp_path / "result_GPT-4o_0-shot_mcqa.csv"
     mc.write_text(
@@ -281,4 +282,4 @@ def test_rescore_original_csv_layout(tmp_path):
         "p1,q,a,a,x,A,A,True\np2,q,b,c,x,B,C,False\np3,q,c,c,x,C,C,\np4,q,d,,x,D,,\n"
     )
     ev, _, _ = score_csv(mc)
-    assert ev["task"] == "mcqa" and ev["correct_examples"] == 2 and ev["err_count"] == 1
+    assert ev["task"] == "mcqa" and ev["correct_examples"] == 2 and ev["unusable_count"] == 1

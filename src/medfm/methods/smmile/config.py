@@ -68,9 +68,16 @@ class ScoreConfig(CommonOptions):
     """``medfm smmile score``: re-score result CSVs in the original layout."""
 
     inputs: list[str] = option(help="Result CSVs or folders holding result_*.csv files.", positional=True)
-    task: str | None = option(None, help="open or mcqa (default: from the file name or columns).")
+    task: str | None = option(None, help="open or mcqa (default: from the file name or columns).",
+                              choices=("open", "mcqa"))  # fmt: skip
     strict_match: bool = option(False, help="EM on raw strings instead of normalised ones.")
-    judge: str | None = option(None, help="Also judge open answers: a backend spec or 'contains'.")
+    errors: str = option("wrong", help="Rows whose answer is a failed API call ('ERROR' in it): counted in errors "
+                         "either way; 'wrong' scores them as wrong answers (the original's accuracy), 'exclude' "
+                         "drops them from the accuracy.", choices=("wrong", "exclude"))  # fmt: skip
+    judge: str | None = option(None, help="Also judge open answers: a backend spec (the paper's strict 0/1 judge "
+                               "prompt; hf:..., openai:http://host/v1#model, scripted:...) or 'contains'.")  # fmt: skip
+    judge_cache: str | None = option(None, help="SQLite cache of judge answers (default: judge_cache.sqlite in "
+                                     "the run folder; reuse one across runs to judge each answer once).")  # fmt: skip
     bootstrap_seed: int = option(42, help="Bootstrap seed.")
 
 

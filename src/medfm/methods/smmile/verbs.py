@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -229,58 +230,101 @@ def _csv_inputs(inputs: Sequence[str]) -> list[Path]:
 
 
 def run_score(cfg: ScoreConfig) -> int:
+    """Re-score every result file; a file that cannot be scored gets its own one-line error and the rest go on
+    (exit 3 only when no file could be scored)."""
     from medfm.core.results import Metric
     from medfm.methods.smmile.metrics import bootstrap_accuracy
-    from medfm.methods.smmile.rescore import score_csv
+    from medfm.methods.smmile.rescore import agreement, reference_judgements, score_csv
 
     files = _csv_inputs(cfg.inputs)
     run = Run("smmile", "score", cfg)
     if cfg.dry_run:
-        return run.plan([f"score {f}" for f in files])
+        return run.plan([f"score {f}" for f in files] + [f"API-error rows scored as: {cfg.errors}"])
     with run:
         out = run.new_results()
-        table = []
+        table: list[dict[str, Any]] = []
+        failed: list[dict[str, str]] = []
         judge: Any = None
         if cfg.judge and cfg.judge.lower() != "none":
             from medfm.backends import make_backend
 
-            judge = "contains" if cfg.judge == "contains" else make_backend(cfg.judge)
+            judge = "contains" if cfg.judge == "contains" else make_backend(
+                cfg.judge, cache=cfg.judge_cache or str(run.dir / "judge_cache.sqlite"))  # fmt: skip
         for f in files:
-            ev, rows, _ = score_csv(f, cfg.task, cfg.strict_match, limit=cfg.limit)
+            try:
+                ev, rows, scored = score_csv(f, cfg.task, cfg.strict_match, limit=cfg.limit, errors=cfg.errors,
+                                             seed=cfg.bootstrap_seed)  # fmt: skip
+            except DataError as exc:
+                log.error("%s", exc)
+                failed.append({"file": f.name, "error": str(exc)})
+                continue
             key = f.stem
             s = ev["bootstrap"]
             metric = "mcqa" if ev["task"] == "mcqa" else "em"
-            note = f"bootstrap {s['bootstrap_mean']:.2f} ± {s['bootstrap_std']:.2f}; {ev['err_count']} unusable rows scored wrong"
-            out.add(
-                f"{key}/{metric}", Metric(ev["accuracy"], ci=tuple(s["ci"]) if s["ci"] else None, n=s["n"], note=note)
-            )
+            note = (f"bootstrap {s['bootstrap_mean']:.2f} ± {s['bootstrap_std']:.2f}; {ev['err_count']} API-error rows "
+                    f"({'excluded' if cfg.errors == 'exclude' else 'scored wrong'}), {ev['unusable_count']} unusable "
+                    "rows scored wrong")  # fmt: skip
+            out.add(f"{key}/{metric}", Metric(ev["accuracy"], ci=tuple(s["ci"]) if s["ci"] else None, n=s["n"],
+                                              note=note))  # fmt: skip
             row = {"file": f.name, "model": ev["model"], "mode": ev["inference_mode"], "task": ev["task"],
-                   "metric": metric, "accuracy": round(ev["accuracy"], 2), "bootstrap_mean": s["bootstrap_mean"],
-                   "bootstrap_std": s["bootstrap_std"], "n": s["n"], "errors": ev["err_count"]}  # fmt: skip
+                   "metric": metric, "accuracy": round(ev["accuracy"], 2), "ci_low": s["ci"][0] if s["ci"] else None,
+                   "ci_high": s["ci"][1] if s["ci"] else None, "bootstrap_mean": s["bootstrap_mean"],
+                   "bootstrap_std": s["bootstrap_std"], "n": s["n"], "errors": ev["err_count"],
+                   "excluded": ev["excluded_count"], "unusable": ev["unusable_count"]}  # fmt: skip
             if judge is not None and ev["task"] == "open":
                 from medfm.methods.smmile.harness import judge_records
 
-                recs = [{**r, "task": "open"} for r in rows]
+                keep = [r for r, x in zip(rows, scored) if not (cfg.errors == "exclude" and x["api_error"])]
+                recs = [{**r, "task": "open"} for r in keep]
                 counts = judge_records(recs, judge)
-                js = bootstrap_accuracy([r["judge"] for r in recs])
+                js = bootstrap_accuracy([r["judge"] for r in recs], seed=cfg.bootstrap_seed)
                 out.add(f"{key}/judge", Metric(js.accuracy, ci=js.ci, n=js.n,
                         note=f"bootstrap {js.boot_mean:.2f} ± {js.boot_std:.2f}; {counts['format_errors']} "
                              f"unparseable judge outputs scored wrong"))  # fmt: skip
                 row.update(judge=round(js.accuracy, 2), judge_format_errors=counts["format_errors"])
                 ev["llm_err_count"] = counts["format_errors"]
+                ref = reference_judgements(f, keep)
+                if ref is not None:
+                    agr = agreement([r["judge"] for r in recs], ref)
+                    ev["judge_agreement"] = agr
+                    if agr.get("n"):
+                        row.update(judge_agreement=round(agr["agreement"], 3), judge_kappa=round(agr["kappa"], 3))
+                        out.add(f"{key}/judge_agreement", Metric(agr["agreement"], n=agr["n"],
+                                note=f"vs the file's reference judge; Cohen's kappa {agr['kappa']:.3f}"))  # fmt: skip
             table.append(row)
             from medfm.core.files import atomic_write_json
 
             atomic_write_json(run.path("evaluations", f"{key}.json"), ev)
         out.tables["scores"] = table
+        if failed:
+            out.tables["files_not_scored"] = failed
+        out.meta.update({"files": len(files), "scored": len(table), "not_scored": len(failed)})
+        _write_summary_csv(run.path("summary.csv"), table)
         run.save_results(out)
         from medfm.core.report import render_run_report
 
         render_run_report(run.dir, title="SMMILE: re-scored result files")
     for row in table:
         print(f"{row['file']}: {row['metric']} {row['accuracy']:.2f} (bootstrap {row['bootstrap_mean']:.2f} ± "
-              f"{row['bootstrap_std']:.2f}, n={row['n']})")  # fmt: skip
-    return 0
+              f"{row['bootstrap_std']:.2f}, n={row['n']}, API errors {row['errors']})")  # fmt: skip
+    for row in failed:
+        print(f"{row['file']}: not scored: {row['error']}", file=sys.stderr)
+    return 0 if table else 3
+
+
+def _write_summary_csv(path: Path, table: list[dict[str, Any]]) -> None:
+    """One row per scored file, every column any row has (atomic)."""
+    import csv
+    import io
+
+    from medfm.core.files import atomic_write_text
+
+    cols = list(dict.fromkeys(k for r in table for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    w.writerows(table)
+    atomic_write_text(path, buf.getvalue())
 
 
 # ----------------------------------------------------------------------------------------------------------------------
