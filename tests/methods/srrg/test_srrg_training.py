@@ -33,6 +33,7 @@ def test_f1_helpers_by_hand():
     assert label_f1(t, p).tolist() == [pytest.approx(2 / 3), pytest.approx(2 / 3)]  # 2*1/(2+1) each
     assert micro_f1(t, p) == pytest.approx(2 * 2 / (3 + 3))
     assert micro_f1(np.zeros((2, 2)), np.zeros((2, 2))) == 0.0
+    assert label_f1(np.zeros((3, 2)), np.zeros((3, 2))).tolist() == [0.0, 0.0]  # no positives anywhere: 0, not nan
 
 
 def test_tuned_threshold_is_the_f1_maximising_cut_and_rare_labels_keep_the_default():
@@ -41,7 +42,12 @@ def test_tuned_threshold_is_the_f1_maximising_cut_and_rare_labels_keep_the_defau
     proba = np.array([[0.3, 0.9], [0.35, 0.1], [0.4, 0.8], [0.1, 0.2], [0.2, 0.3], [0.32, 0.1], [0.38, 0.2]])
     target = np.array([[1, 1], [1, 0], [1, 1], [0, 0], [0, 0], [1, 0], [1, 0]])
     cuts = tune_thresholds(proba, target, default=0.5, min_positives=5)
-    assert cuts[0] == pytest.approx(0.25) and cuts[1] == pytest.approx(0.5)
+    assert cuts.shape == (2,) and cuts[0] == pytest.approx(0.25) and cuts[1] == pytest.approx(0.5)
+    # the default minimum is 5 validation positives: label 0 has exactly 5 (tuned), with 4 it keeps the default
+    assert tune_thresholds(proba, target)[0] == pytest.approx(0.25)
+    fewer = target.copy()
+    fewer[6, 0] = 0
+    assert tune_thresholds(proba, fewer)[0] == pytest.approx(0.5)
     assert micro_f1(target[:, :1], proba[:, :1] > cuts[0]) == 1.0
     # ties go to the cut nearest the default: a perfectly separated label keeps 0.5
     sep = np.array([[0.9], [0.8], [0.95], [0.7], [0.85], [0.1]])
