@@ -306,3 +306,29 @@ def gather_with_grad(x: Any, accelerator: Any) -> Any:
     pad = max(counts) - x.shape[0]
     xp = F.pad(x, (0, 0) * (x.ndim - 1) + (0, pad)) if pad else x
     return torch.cat([t[:c] for t, c in zip(dnn.all_gather(xp.contiguous()), counts)])
+
+
+WEIGHTS_FILE = "model.safetensors"
+
+
+def save_weights(module: Any, folder: str | Path) -> Path:
+    """``module``'s state dict into ``folder/model.safetensors`` atomically (a kill leaves the previous file whole);
+    the best-epoch weights of early-stopped loops. Call on the main process only."""
+    from safetensors.torch import save_file
+
+    from medfm.core.files import match_umask
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{WEIGHTS_FILE}.tmp"
+    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(tmp))
+    match_umask(tmp, 0o666)
+    os.replace(tmp, folder / WEIGHTS_FILE)
+    return folder / WEIGHTS_FILE
+
+
+def load_weights(module: Any, folder: str | Path) -> None:
+    """Load what :func:`save_weights` wrote into ``module`` (strict)."""
+    from safetensors.torch import load_file
+
+    module.load_state_dict(load_file(str(Path(folder) / WEIGHTS_FILE)))

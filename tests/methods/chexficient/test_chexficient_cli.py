@@ -152,3 +152,30 @@ def test_random_static_runs_the_curated_step_budget_and_full_sees_everything():
     assert steps["full"][0] == 2 * -(-n // 32)
     assert steps["random_static"][0] == steps["random_static"][1]  # same optimiser steps as the curated plan
     assert cosine_lr(0, 10, 1.0, 0.1) == 1.0 and abs(cosine_lr(10, 10, 1.0, 0.1) - 0.1) < 1e-12
+
+
+def test_validation_early_stopping_keeps_the_best_epoch(tmp_path):
+    """Validation zero-shot AUROC every epoch; with learning rate ~0 nothing improves, so training stops after
+    `patience` validations and the model holds the best (first) epoch's weights (issue 22: a converged base)."""
+    from safetensors.torch import load_file
+
+    from medfm.core.config import resolve
+    from medfm.methods.chexficient.config import TrainConfig
+    from medfm.methods.chexficient.data import phantom_pairs
+    from medfm.methods.chexficient.engine import Trainer
+
+    pairs = phantom_pairs(160, 1, 32, 32)
+    assert len(pairs.split_index("val")) > 0
+    over = {"train.batch_size": "32", "train.micro_batch_size": "32", "train.epochs": "8", "train.save_every": "0",
+            "train.arm": "full", "train.val_every": "1", "train.patience": "2", "train.lr": "1e-12",
+            "train.min_lr": "0"}  # fmt: skip
+    cfg = resolve(TrainConfig, ["preset:tiny"], over, package="medfm.methods.chexficient")
+    tr = Trainer(cfg, pairs, tmp_path)
+    assert tr.fit() == "done"
+    st = tr.state
+    assert st.stopped_early and [r["epoch"] for r in st.val_curve] == [1, 2, 3]
+    assert st.best_step == st.val_curve[0]["step"] and st.bad_validations == 2
+    best = load_file(str(tmp_path / "checkpoints" / "best" / "model.safetensors"))
+    assert all(torch.equal(best[k], v.cpu()) for k, v in tr.raw.state_dict().items())
+    again = Trainer(cfg, pairs, tmp_path)  # a rerun resumes the finished run: no further step
+    assert again.fit() == "done" and again.state.step == st.step and again.state.stopped_early

@@ -122,6 +122,12 @@ class TrainOptions:
     stop_after_steps: int | None = option(
         None, help="Checkpoint and exit after this many steps (rerun to resume).", ge=1
     )
+    val_every: int = option(0, help="Score zero-shot macro AUROC on split --train.val_split every N epochs (logged "
+                            "as val_macro_auroc; the best epoch's weights are kept); 0: never.", ge=0)  # fmt: skip
+    val_split: str = option("val", help="Split the validation scores are computed on (never the test split).")
+    patience: int = option(0, help="Stop after this many validations without a gain of 0.002 in validation macro "
+                           "AUROC and keep the best epoch's weights (needs --train.val_every); 0: never stop early.",
+                           ge=0)  # fmt: skip
     save_every: int = option(50, help="Checkpoint <run>/checkpoints/last every N steps.", ge=0)
     log_every: int = option(10, help="Log metrics every N steps.", ge=1)
     num_threads: int | None = option(None, help="torch CPU threads (default: torch's).")

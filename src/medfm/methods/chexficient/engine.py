@@ -63,6 +63,12 @@ class TrainState:
     total_steps: int = 0
     compute: dict[str, float] = field(default_factory=dict)
     keep_per_step: list[int] = field(default_factory=list)
+    #: validation (``train.val_every``): one row per validation, the best score and step, validations since
+    val_curve: list[dict[str, float]] = field(default_factory=list)
+    best_val: float | None = None
+    best_step: int | None = None
+    bad_validations: int = 0
+    stopped_early: bool = False
 
 
 def make_curator(c: Any, seed: int) -> PrototypeCurator:
@@ -248,6 +254,50 @@ class Trainer:
         log.info("resumed at step %d (phase %s, epoch %d)", self.state.step, self.state.phase, self.state.epoch)
         return True
 
+    # -- validation ----------------------------------------------------------------------------------------------
+    MIN_GAIN = 0.002
+
+    def _validate(self, epoch: int) -> dict[str, float]:
+        """Zero-shot macro AUROC on the validation split; keeps the best weights (``checkpoints/best``)."""
+        from medfm.core.training import save_weights
+        from medfm.methods.chexficient.evaluation import validation_auroc
+
+        st, t = self.state, self.cfg.train
+        val_idx = self.pairs.split_index(t.val_split)
+        if len(val_idx) == 0:
+            if not st.val_curve:
+                log.warning("no rows in split %r: no validation, no early stopping", t.val_split)
+            return {}
+        was = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            score = validation_auroc(self.raw, self.pairs, val_idx, self.cfg.eval)
+        self.model.train(was)
+        if not math.isfinite(score):
+            log.warning("epoch %d: no finding has both classes in split %r; not validated", epoch, t.val_split)
+            return {}
+        st.val_curve.append({"epoch": epoch, "step": st.step, "val_macro_auroc": score})
+        if st.best_val is None or score > st.best_val + self.MIN_GAIN:
+            st.best_val, st.best_step, st.bad_validations = score, st.step, 0
+            if self.run_dir is not None and self.accelerator.is_main_process:
+                save_weights(self.raw, self.run_dir / "checkpoints" / "best")
+        else:
+            st.bad_validations += 1
+        log.info("epoch %d: validation macro AUROC %.4f (best %.4f at step %s)", epoch, score, st.best_val,
+                 st.best_step)  # fmt: skip
+        return {"val_macro_auroc": score}
+
+    def _restore_best(self) -> None:
+        """Load the best validation weights into the model (every process), when validation kept any."""
+        from medfm.core.training import WEIGHTS_FILE, load_weights
+
+        best = self.run_dir / "checkpoints" / "best" if self.run_dir is not None else None
+        self.accelerator.wait_for_everyone()
+        if best is not None and (best / WEIGHTS_FILE).is_file() and self.state.best_step is not None:
+            load_weights(self.raw, best)
+            log.info("restored the best validation weights (step %d, AUROC %.4f)", self.state.best_step,
+                     self.state.best_val)  # fmt: skip
+
     # -- phases --------------------------------------------------------------------------------------------------
     def warmup_prototypes(self) -> None:
         """k-means prototype initialisation on the first ``warmup_batches`` batches (eval mode, no gradients)."""
@@ -363,6 +413,8 @@ class Trainer:
                 next(bar, None)
                 row.update(step=st.step, epoch=st.epoch, phase=st.phase, lr=self._last_lr,
                            temperature=float(1.0 / self.raw.scale().detach()))  # fmt: skip
+                if st.pos == len(batches) and t.val_every and (st.epoch + 1) % t.val_every == 0:
+                    row.update(self._validate(st.epoch + 1))  # rides on the epoch's last logged row
                 if st.step % t.log_every == 0 or st.pos == len(batches):
                     self.metrics_rows.append(row)
                     if metrics_log is not None:
@@ -385,8 +437,13 @@ class Trainer:
                              100 * len(st.subset) / len(self.pool))  # fmt: skip
                 if st.epoch >= t.epochs and st.phase != "static":  # static runs to the curated step budget
                     st.phase = "done"
+                if t.patience and st.bad_validations >= t.patience and st.phase != "done":
+                    log.info("no validation gain in %d validations: stopping at epoch %d", t.patience, st.epoch)
+                    st.phase, st.stopped_early = "done", True
         self.compute.seconds += time.perf_counter() - t_start
         self.save_checkpoint()
+        if not stopped and t.val_every:
+            self._restore_best()
         return "stopped" if stopped else "done"
 
     def summary(self) -> dict[str, Any]:
@@ -397,6 +454,8 @@ class Trainer:
             "kept_fraction": len(subset) / max(1, len(self.pool)), "compute": asdict(self.compute),
             "compute_units": self.compute.units,
             "mean_keep_per_step": float(np.mean(st.keep_per_step)) if st.keep_per_step else None,
+            "best_val_macro_auroc": st.best_val, "best_step": st.best_step, "stopped_early": st.stopped_early,
+            "val_curve": list(st.val_curve),
         }  # fmt: skip
 
 

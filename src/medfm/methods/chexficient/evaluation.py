@@ -83,6 +83,29 @@ def macro_auroc(scores: np.ndarray, labels: np.ndarray, ks: list[int], n_boot: i
                    note=f"mean over {len(ks)} findings")  # fmt: skip
 
 
+def validation_auroc(model: Any, pairs: Any, idx: np.ndarray, eval_opts: Any, min_per_class: int = 5) -> float:
+    """Mean zero-shot AUROC over the findings with at least ``min_per_class`` positives and negatives among rows
+    ``idx`` (no bootstrap: the model-selection score of early stopping); NaN when no finding qualifies."""
+    from medfm.methods.chexficient.data import DERIVED
+
+    labels = pairs.labels[idx]
+    ks = []
+    for k, f in enumerate(pairs.findings):
+        y, valid = binary_targets(labels[:, k])
+        if f not in DERIVED and min(int(y[valid].sum()), int((1 - y[valid]).sum())) >= min_per_class:
+            ks.append(k)
+    if not ks:
+        return float("nan")
+    z = model.encode_images(pairs.images(idx))
+    scores = zero_shot_scores(model, z, [pairs.findings[k] for k in ks], dict(eval_opts.prompt_terms),
+                              eval_opts.positive_template, eval_opts.negative_template)  # fmt: skip
+    vals = []
+    for j, k in enumerate(ks):
+        y, valid = binary_targets(labels[:, k])
+        vals.append(auroc(y[valid], scores[valid, j]))
+    return float(np.mean(vals))
+
+
 def retrieval_ranks(z_img: torch.Tensor, z_txt_unique: torch.Tensor, report_index: np.ndarray) -> np.ndarray:
     """1-based rank of each image's own (de-duplicated) report among all unique reports."""
     sims = (z_img @ z_txt_unique.T).numpy()

@@ -100,6 +100,11 @@ def train_and_evaluate(cfg: Any, run: Run, device: str) -> str:
     results.add("compute_units", summary["compute_units"], higher_is_better=False,
                 note="forward + no-grad forward + 2 x backward sample passes")  # fmt: skip
     results.add("train_steps", summary["steps"])
+    if summary.get("val_curve"):
+        results.add("best_val_macro_auroc", summary["best_val_macro_auroc"],
+                    note=f"split {cfg.train.val_split}, step {summary['best_step']} (weights kept); "
+                    f"{'stopped early' if summary['stopped_early'] else 'all epochs run'}")  # fmt: skip
+        results.tables["validation_curve"] = summary["val_curve"]
     results.tables["kept_fraction_per_finding"] = kept_per_finding(pairs, trainer.pool, subset)
     model = trainer.raw.eval()
     if cfg.evaluate_after:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -133,7 +132,7 @@ def train_classifier(
 
     from medfm.core.distributed import is_main_process
     from medfm.core.results import MetricsLog
-    from medfm.core.training import Checkpointer, fit, make_accelerator, shard
+    from medfm.core.training import WEIGHTS_FILE, Checkpointer, fit, load_weights, make_accelerator, save_weights, shard
     from medfm.methods.srrg.classifier import FindingClassifier, load_encoder, predict_proba
 
     run_dir = Path(run_dir)
@@ -186,7 +185,7 @@ def train_classifier(
         if es["best"] is None or tuned > es["best"] + min_delta:
             es.update(best=tuned, best_step=done, bad=0)
             if is_main_process():
-                _save_weights(net, best_dir)
+                save_weights(net, best_dir)
         else:
             es["bad"] += 1
         log.info("epoch %.2f: validation micro F1 %.4f (tuned cuts), %.4f (0.5)%s", epoch, tuned, plain,
@@ -226,8 +225,8 @@ def train_classifier(
     done_steps = int(progress["done"])
     seconds = time.perf_counter() - t0
     net = acc.unwrap_model(model).eval()
-    if val and (best_dir / WEIGHTS).is_file():
-        _load_weights(net, best_dir)
+    if val and (best_dir / WEIGHTS_FILE).is_file():
+        load_weights(net, best_dir)
     cuts: Any = threshold
     if val and tune:
         proba = predict_proba(net, tok, val_texts, max_length, 128, acc.device)
@@ -241,25 +240,3 @@ def train_classifier(
         best_val_f1=es["best"], stopped_early=bool(es["stopped"]), curve=list(es["curve"]),
         train_sentences=len(train), val_sentences=len(val),
     )  # fmt: skip
-
-
-WEIGHTS = "model.safetensors"
-
-
-def _save_weights(net: Any, folder: Path) -> None:
-    """The model's weights into ``folder/model.safetensors``, atomically (a kill leaves the old file whole)."""
-    from safetensors.torch import save_file
-
-    from medfm.core.files import match_umask
-
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{WEIGHTS}.tmp"
-    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp))
-    match_umask(tmp, 0o666)
-    os.replace(tmp, folder / WEIGHTS)
-
-
-def _load_weights(net: Any, folder: Path) -> None:
-    from safetensors.torch import load_file
-
-    net.load_state_dict(load_file(str(folder / WEIGHTS)))
