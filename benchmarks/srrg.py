@@ -91,7 +91,7 @@ def train_arm(bench: Benchmark, model: str, seed: int, recipe: dict[str, object]
 def main(argv: list[str] | None = None) -> int:
     bench = Benchmark("srrg", __doc__)
     bench.parser.add_argument("--epochs", type=int, default=20, help="most epochs per training run (early stopping "
-                              "usually ends sooner)")
+                              "may end sooner)")
     bench.parser.add_argument("--patience", type=int, default=2, help="epochs without validation gain before stopping")
     bench.parser.add_argument("--batch_size", type=int, default=32)
     bench.parser.add_argument("--max_length", type=int, default=32, help="tokens per sentence (p95 is ~25)")
