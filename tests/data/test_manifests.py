@@ -289,3 +289,15 @@ def test_cli_validate_exit_codes(tmp_path, capsys):
     assert main(argv) == 0
     assert main(["data", "validate", str(tmp_path / "renamed.csv")]) == 3
     assert "columns found: sid, path, text" in capsys.readouterr().out
+
+
+def test_validate_accepts_a_datalist_of_dicom_series_folders(tmp_path):
+    """`medfm data validate` follows the contract the verbs read: a series folder wherever a NIfTI file may be."""
+    from tests.data.test_io import make_series
+
+    series = make_series(tmp_path / "case1")
+    (series / "export.txt").write_text("notes")  # stray file: skipped with a warning, as the verbs do
+    (tmp_path / "dl.json").write_text('{"training": [{"image": "case1"}]}')
+    assert validate_manifest(tmp_path / "dl.json", check_images=True) == []
+    (tmp_path / "bad.json").write_text('{"training": [{"image": "missing_series"}]}')
+    assert [p.kind for p in validate_manifest(tmp_path / "bad.json")] == ["missing_file"]
