@@ -161,3 +161,34 @@ def test_curate_stream_rebatches_and_keeps_ids():
     assert res.n_seen == 500 and res.n_batches == 5
     assert len(res.bands) == 500 and set(res.kept_ids) <= set(ids)
     assert sum(b["kept"] for b in res.bands) == len(res.kept_ids)
+
+
+def test_sinkhorn_hand_values_depend_on_the_temperature():
+    # scores [[1, 0], [0, 1]], eps 0.5: Q = exp((s - 1) / 0.5) = [[1, e^-2], [e^-2, 1]]; both marginals are
+    # already balanced, so every normalisation keeps the shape: rows [1, e^-2] / (1 + e^-2)
+    q = sinkhorn_knopp(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), eps=0.5, iters=1)
+    a = 1.0 / (1.0 + np.exp(-2.0))
+    assert torch.allclose(q, torch.tensor([[a, 1 - a], [1 - a, a]], dtype=torch.float32), atol=1e-6)
+    sharper = sinkhorn_knopp(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), eps=0.1, iters=1)
+    assert float(sharper[0, 0]) == pytest.approx(1.0 / (1.0 + np.exp(-10.0)), abs=1e-6)
+
+
+def test_online_prototype_update_moves_each_prototype_toward_its_own_features():
+    cur = PrototypeCurator(num_prototypes=2, ema_decay=0.5, sinkhorn_eps=0.05, sinkhorn_iters=3)
+    cur.prototypes = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    t = 0.2
+    near0, near1 = [np.cos(t), np.sin(t)], [np.sin(t), np.cos(t)]
+    new = cur.update(torch.tensor([near0, near1], dtype=torch.float32))
+    # each feature is assigned to its most similar prototype (argmax): p0 turns by t/2 toward near0, p1 likewise
+    assert float(new[0, 0]) == pytest.approx(np.cos(t / 2), abs=1e-4) and float(new[1, 1]) == pytest.approx(
+        np.cos(t / 2), abs=1e-4)  # fmt: skip
+
+
+def test_density_thinning_keeps_the_sparsest_points():
+    from medfm.methods.chexficient.curator import density_sampling
+
+    dense = torch.tensor([[0.0, 0.0], [0.01, 0.0], [0.0, 0.01], [0.01, 0.01], [0.005, 0.005], [0.02, 0.0]])
+    isolated = torch.tensor([[5.0, 5.0], [-5.0, 4.0]])
+    x = torch.cat([dense, isolated])
+    assert sorted(density_sampling(x, 2, k=3).tolist()) == [6, 7]
+    assert density_sampling(x, 20).tolist() == list(range(8))  # m >= n keeps everything

@@ -70,6 +70,10 @@ def test_responsible_region_and_influence_hand_computed():
     infl = cluster_influence(5, labels, in_c, resp, np.array([2, 2, 2]), true, correct, {0: -0.3})
     assert infl == pytest.approx(1.0)  # both misclassified images blame a cluster-5 region
     assert cluster_influence(5, labels, in_c, resp, np.array([2, 2, 2]), true, correct, {0: 0.3}) is None
+    # an image with a single region cannot blame one of its regions: image 1 drops out, image 0 alone decides
+    labels_1 = np.array([0, 5, 0, 0, 5, 0])  # image 1's responsible region 2 is outside cluster 5
+    assert cluster_influence(5, labels_1, in_c, resp, np.array([2, 2, 2]), true, correct, {0: -0.3}) == 0.5
+    assert cluster_influence(5, labels_1, in_c, resp, np.array([2, 1, 2]), true, correct, {0: -0.3}) == 1.0
 
 
 def test_silhouette_matches_sklearn():
@@ -154,6 +158,7 @@ def test_discover_all_correct_model_reports_nothing():
 
 def test_precision_at_k_edge_cases():
     assert precision_at_k(np.array([3, 1, 2]), np.array([0, 1, 0, 1], bool), 2) == 1.0
+    assert precision_at_k(np.array([1, 0, 2]), np.array([0, 1, 0], bool), 2) == 0.5  # both of the top 2 count
     assert precision_at_k(np.array([], np.int64), np.zeros(3, bool)) is None
 
 
