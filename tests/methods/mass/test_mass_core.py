@@ -193,3 +193,46 @@ def test_datalist_with_a_dicom_series_folder_reads_like_nifti(tmp_path):
     cases = load_cases(DataOptions(datalist=str(tmp_path / "dl.json"), min_size=8))
     assert len(cases) == 2
     np.testing.assert_array_equal(cases[0].image, cases[1].image)
+
+
+def _case(label: np.ndarray):
+    from medfm.methods.mass.data import Case
+
+    img = np.arange(label.size, dtype=np.float32).reshape(label.shape)
+    return Case(id="c", image=img, raw=img, spacing=(1.0, 1.0, 1.0), label=label, labels={1: "s"}, meta={})
+
+
+def test_reference_crop_is_centred_on_the_median_foreground_voxel():
+    from medfm.methods.mass.incontext import median_foreground_voxel, reference_crop
+
+    label = np.zeros((32, 32, 32), np.int16)
+    label[0:21, 16, 16] = 1  # a line along x from 0 to 20: the middle voxel is x = 10 (the first is x = 0)
+    assert median_foreground_voxel(label == 1).tolist() == [10, 16, 16]
+    img, mask = reference_crop(_case(label), 1, 8)
+    assert img.shape == (1, 1, 8, 8, 8)
+    # the window is x 6..13 (centre 10): its first image value is the volume's value at (6, 12, 12)
+    assert float(img[0, 0, 0, 0, 0]) == float(np.ravel_multi_index((6, 12, 12), label.shape))
+    assert int(mask.sum()) == 8
+
+
+def test_class_tokens_average_over_the_references_that_hold_the_structure():
+    import torch
+
+    from medfm.methods.mass.incontext import class_tokens
+
+    class Stub(torch.nn.Module):
+        """Task tokens = the prompt mask's voxel count, so the mean over references is known."""
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def encode_tasks(self, image, mask):
+            return [torch.full((1, 1, 2, 3), float(mask.sum()))]
+
+    small, large, absent = (np.zeros((16, 16, 16), np.int16) for _ in range(3))
+    small[4:6, 4:6, 4:6] = 1  # 8 voxels
+    large[2:6, 2:6, 2:6] = 1  # 64 voxels, inside the 8-voxel crop
+    toks = class_tokens(Stub(), [_case(small), _case(large), _case(absent)], {"s": 1}, crop=8)
+    assert len(toks) == 1 and toks[0].shape == (1, 1, 2, 3)
+    assert torch.allclose(toks[0], torch.full((1, 1, 2, 3), (8 + 64) / 2))  # mean of the 2 holding it, not sum
