@@ -18,7 +18,7 @@ recipe and code, and a killed run resumes inside its cache folder from the verb'
 Claims are declared in benchmarks/claims/srrg.yaml. Trained arms are compared over ``--seeds`` training runs
 with seeds-then-reports bootstrap CIs.
 
-    nice -n 10 .venv/bin/python benchmarks/srrg.py            # ~1.5 h on 2 CPU cores (3 seeds); minutes on one GPU
+    nice -n 10 .venv/bin/python benchmarks/srrg.py            # ~1.5 h on 2 CPU cores (3 seeds x 15 epochs); minutes on one GPU
     .venv/bin/python benchmarks/srrg.py --device cuda
     .venv/bin/python benchmarks/srrg.py --quick               # CI-size smoke run, nothing written to results/
 """
@@ -90,7 +90,7 @@ def train_arm(bench: Benchmark, model: str, seed: int, recipe: dict[str, object]
 
 def main(argv: list[str] | None = None) -> int:
     bench = Benchmark("srrg", __doc__)
-    bench.parser.add_argument("--epochs", type=int, default=20, help="most epochs per training run (early stopping "
+    bench.parser.add_argument("--epochs", type=int, default=15, help="most epochs per training run (early stopping "
                               "may end sooner)")
     bench.parser.add_argument("--patience", type=int, default=2, help="epochs without validation gain before stopping")
     bench.parser.add_argument("--batch_size", type=int, default=32)
