@@ -135,6 +135,9 @@ def build_parser(prog: str, cmd: Command, cls: type) -> _Parser:
         text = meta.get("help", "")
         if meta.get("choices"):
             text += f" One of: {', '.join(map(str, meta['choices']))}."
+        if meta.get("bounds"):
+            signs = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+            text += " Must be " + " and ".join(f"{signs[k]} {v:g}" for k, v in meta["bounds"].items()) + "."
         if meta.get("positional"):
             is_list = cfgmod.describe_type(tp).startswith("list[")
             required = bool(meta.get("required"))

@@ -41,10 +41,11 @@ def option(
 
     ``choices`` (for a list option: of every item) and the bounds ``ge``/``gt``/``le``/``lt`` are enforced
     whenever a value is set, from a YAML config or a flag alike (:func:`check_value`): a UsageError, exit 2.
-    None always passes (an unset optional option). ``input`` declares a file the verb reads
-    (``manifest``, ``datalist``, ``table:col,...``); ``--dry_run`` checks it (:mod:`medfm.core.inputs`). Without a default the option is *required*: it defaults
-    to None so configs stay constructible, and :func:`resolve` raises a UsageError naming it when no config
-    source or flag set it.
+    None always passes (an unset optional option). ``input`` declares a file the verb reads (``manifest``,
+    ``datalist``, ``table:col,...``); ``--dry_run`` checks it (:mod:`medfm.core.inputs`).
+
+    Without a default the option is *required*: it defaults to None so configs stay constructible, and
+    :func:`resolve` raises a UsageError naming it when no config source or flag set it.
     """
     meta = {"help": help, "positional": positional, "choices": choices, "required": False,
             "bounds": {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None},
