@@ -221,9 +221,16 @@ class HFBackend(Backend):
         self.model_name = str(self.model_name)
 
     def prompt_tokens(self, request: GenerationRequest) -> int | None:
-        """Prompt length in tokens as the model will see it (chat template, prefill and image tokens)."""
-        enc = self._encode([self.render(request.messages, request.json_mode, request.raw)])
-        return int(enc["input_ids"].shape[1])
+        """Prompt length in tokens as the model will see it (chat template, prefill and image tokens).
+
+        Called from server request threads while another batch may be generating: text prompts are counted
+        with the tokenizer alone (no shared padding state is touched); prompts with images go through the
+        processor under the model lock."""
+        rendered = self.render(request.messages, request.json_mode, request.raw)
+        if not rendered.images:
+            return len(self.tokenizer(rendered.text, add_special_tokens=False)["input_ids"])
+        with self._lock:
+            return int(self._encode([rendered])["input_ids"].shape[1])
 
     def _end_ids(self) -> list[int]:
         ids: set[int] = set()
