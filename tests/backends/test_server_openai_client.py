@@ -159,3 +159,13 @@ def test_local_model_refuses_a_prompt_over_its_context(hf_server):
     assert chunks[-1].usage.completion_tokens <= 3 and "".join(
         ch.choices[0].delta.content or "" for ch in chunks if ch.choices
     )
+
+
+def test_local_model_usage_counts_the_tokens_generated_before_an_early_stop(hf_server, hf_backend):
+    question = "What is 2+2? Answer with a number only."  # SmolLM2 answers in a few tokens, then stops
+    r = _client(hf_server).chat.completions.create(model="m", messages=[{"role": "user", "content": question}],
+                                                   max_tokens=64, temperature=0)  # fmt: skip
+    choice = r.choices[0]
+    assert choice.finish_reason == "stop"
+    n = len(hf_backend.tokenizer(choice.message.content, add_special_tokens=False)["input_ids"])
+    assert r.usage.completion_tokens < 64 and abs(r.usage.completion_tokens - n) <= 1
