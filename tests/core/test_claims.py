@@ -262,3 +262,25 @@ def test_messages_name_what_the_verdict_rests_on_and_given_commits_are_kept():
                         dirty=True)  # fmt: skip
     assert (doc["commit"], doc["dirty"]) == ("a" * 40, True)
     assert _num(999.5) == "1,000" and _num(999.4) == "999"
+
+
+def test_rewritten_results_do_not_make_the_checkout_dirty(tmp_path):
+    """A benchmark rerun rewrites its own results file and the README table: neither is code, so the new file
+    must not be flagged dirty for it; a changed source file still is."""
+    import subprocess
+
+    def git(*a):
+        subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "src").mkdir()
+    for f in ("benchmarks/results/m.json", "README.md", "src/code.py"):
+        (tmp_path / f).write_text("0\n")
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    (tmp_path / "benchmarks/results/m.json").write_text("1\n")
+    (tmp_path / "README.md").write_text("1\n")
+    assert git_state(tmp_path / "src")[1] is False
+    (tmp_path / "src/code.py").write_text("1\n")
+    assert git_state(tmp_path / "src")[1] is True

@@ -332,10 +332,14 @@ def recheck(c: Mapping[str, Any]) -> tuple[str, str | None, str]:
 
 
 def git_state(cwd: str | Path | None = None) -> tuple[str | None, bool]:
-    """``(commit, dirty)`` of the checkout around ``cwd``; ``(None, False)`` outside a git checkout."""
+    """``(commit, dirty)`` of the checkout around ``cwd``; ``(None, False)`` outside a git checkout.
+
+    The results files and the README table generated from them do not count: rerunning a benchmark rewrites
+    its own previous results, which says nothing about the code that produced the new ones.
+    """
     from medfm.core.runs import git_commit
 
-    sha = git_commit(cwd)
+    sha = git_commit(cwd, ignore=("benchmarks/results", "README.md"))
     if sha is None:
         return None, False
     return sha.removesuffix("-dirty"), sha.endswith("-dirty")

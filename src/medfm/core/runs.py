@@ -68,15 +68,18 @@ def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str |
     return out
 
 
-def git_commit(cwd: str | Path | None = None) -> str | None:
-    """Commit of the working tree (with ``-dirty``) when running from a checkout, else None."""
+def git_commit(cwd: str | Path | None = None, ignore: tuple[str, ...] = ()) -> str | None:
+    """Commit of the working tree (with ``-dirty``) when running from a checkout, else None.
+
+    ``ignore``: paths (relative to the checkout root) whose changes do not make the tree dirty.
+    """
     try:
         root = Path(cwd or Path(__file__).resolve().parent)
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:
             return None
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", *(f":(top,exclude){x}" for x in ignore)],
             cwd=root,
             capture_output=True,
             text=True,
