@@ -2,17 +2,23 @@
 
 Each capability contributes one :class:`DemoStep` whose function ``run(out_dir, seed) -> StepOutcome``
 does a small real run into ``out_dir`` (its own run directory with its own report.html). The demo
-writes ``<output_dir>/report.html`` with one row per step: linked report, status, summary and time.
+writes ``<output_dir>/report.html``: an overview table, then per step its key figure, its headline number
+with CI, whether that number is a finding at this budget ("smoke scale" links the effect-scale benchmark
+verdict instead), a summary and a link to the step's full report; ``demo.json`` holds the same data.
 A failing step is reported and the demo goes on; the exit code is 1 if any step failed.
-Budget: the whole demo under 15 minutes on 2 CPU cores when every method exists.
+Budget: the whole demo under 10 minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
 
+import html
+import json
 import logging
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from medfm.core.commands import Command, Group
 from medfm.core.config import option
@@ -21,11 +27,45 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class Headline:
+    """The one number a step shows on the top page: ``label``, value with its CI and unit, and what it is to be
+    compared with (``compare``: "bicubic 15.6 dB", "chance 0.07"), so a reader can tell an effect from noise."""
+
+    label: str
+    value: float | None
+    ci: tuple[float, float] | None = None
+    unit: str = ""
+    compare: str = ""
+
+    @classmethod
+    def of(cls, label: str, metric: Any, unit: str = "", compare: str = "") -> Headline:
+        """From a :class:`medfm.core.results.Metric` (value and CI)."""
+        ci = tuple(metric.ci) if getattr(metric, "ci", None) else None
+        return cls(label, None if metric is None else metric.value, ci, unit, compare)  # type: ignore[arg-type]
+
+    def text(self) -> str:
+        from medfm.core.report import fmt_ci
+
+        tail = f" ({self.compare})" if self.compare else ""
+        return f"{self.label}: {fmt_ci(self.value, self.ci, self.unit)}{tail}"
+
+
+@dataclass
 class StepOutcome:
-    """What a demo step returns: its report (inside its out_dir) and a one-line summary of what it showed."""
+    """What a demo step returns.
+
+    report: its full report (inside its out_dir); summary: one line of what it showed; figure: its key figure, a
+    PNG written with :func:`medfm.core.report.save_figure` (caption beside it); headline: its number; smoke: True
+    when the number is not a finding at the demo's budget (the page then links ``benchmark``, the name of
+    ``benchmarks/results/<benchmark>.json``, for the effect-scale verdict).
+    """
 
     report: Path | None
     summary: str
+    figure: Path | None = None
+    headline: Headline | None = None
+    smoke: bool = False
+    benchmark: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,12 +144,58 @@ def environment_step(out_dir: Path, seed: int) -> StepOutcome:
     )
 
 
-def run_demo(cfg: DemoConfig) -> int:
-    import os
+def benchmark_file(name: str) -> Path | None:
+    """``benchmarks/results/<name>.json`` of the checkout medfm runs from (or of the working directory)."""
+    import medfm
 
+    for root in (Path.cwd(), Path(medfm.__file__).resolve().parents[2]):
+        f = root / "benchmarks" / "results" / f"{name}.json"
+        if f.is_file():
+            return f
+    return None
+
+
+def benchmark_verdict(name: str) -> tuple[Path | None, str]:
+    """(file, "effect scale: 3 hold, 1 fails, 2 inconclusive") of a benchmark's claims file."""
+    f = benchmark_file(name)
+    if f is None:
+        return None, "no benchmark result in this installation"
+    try:
+        doc = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return f, "unreadable"
+    counts = {s: sum(c.get("status") == s for c in doc.get("claims", [])) for s in ("holds", "fails", "inconclusive")}
+    parts = [f"{n} {'hold' if s == 'holds' and n != 1 else s}" for s, n in counts.items() if n]
+    return f, f"{doc.get('scale', '?')} scale: {', '.join(parts) or 'no claims'}"
+
+
+def _section(out: Path, step: DemoStep, status: str, secs: float, o: StepOutcome) -> str:
+    from medfm.core.report import figure_html
+
+    body = []
+    if o.figure is not None and Path(o.figure).is_file():
+        body.append(figure_html(o.figure, alt=step.title))
+    if o.headline is not None:
+        badge = "<span class='muted'> &middot; smoke scale: not a finding</span>" if o.smoke else ""
+        body.append(f"<p class='headline'><b>{html.escape(o.headline.text())}</b>{badge}</p>")
+    if o.benchmark:
+        f, verdict = benchmark_verdict(o.benchmark)
+        link = (f"<a href='{html.escape(os.path.relpath(f, out))}'>{html.escape(f.name)}</a>" if f
+                else html.escape(f"{o.benchmark}.json"))  # fmt: skip
+        lead = "The effect is measured at scale in" if o.smoke else "Benchmark:"
+        body.append(f"<p>{lead} {link} ({html.escape(verdict)}).</p>")
+    cls = "ok" if status == "ok" else "bad"
+    body.append(f"<p><span class='{cls}'>{status}</span> in {secs:.1f} s. {html.escape(o.summary)}</p>")
+    if o.report:
+        body.append(f"<p><a href='{html.escape(os.path.relpath(o.report, out))}'>Full report</a></p>")
+    return "".join(body)
+
+
+def run_demo(cfg: DemoConfig) -> int:
     from medfm import capabilities
     from medfm.core.commands import load_object
     from medfm.core.errors import UsageError
+    from medfm.core.files import atomic_write_json
     from medfm.core.report import Report
 
     names = [s.name for s in STEPS]
@@ -118,8 +204,8 @@ def run_demo(cfg: DemoConfig) -> int:
             raise UsageError(f"unknown demo step {n!r}; steps: {', '.join(names)}")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows: list[tuple[str, str, str]] = []
-    table: list[dict[str, object]] = []
+    done: list[tuple[DemoStep, str, float, StepOutcome]] = []
+    planned: list[DemoStep] = []
     failed = 0
     t_all = time.perf_counter()
     for step in STEPS:
@@ -127,8 +213,7 @@ def run_demo(cfg: DemoConfig) -> int:
             continue
         cap = capabilities.get(step.capability)
         if cap is None or not cap.available:
-            rows.append((step.title, "", "planned: not implemented yet"))
-            table.append({"step": step.name, "status": "planned", "seconds": "", "summary": ""})
+            planned.append(step)
             continue
         log.info("demo: %s ...", step.title)
         t0 = time.perf_counter()
@@ -141,15 +226,28 @@ def run_demo(cfg: DemoConfig) -> int:
             status = "FAILED"
             failed += 1
         secs = time.perf_counter() - t0
-        href = os.path.relpath(outcome.report, out) if outcome.report else ""
-        rows.append((step.title, href, f"{status} ({secs:.1f} s): {outcome.summary}"))
-        table.append({"step": step.name, "status": status, "seconds": round(secs, 1), "summary": outcome.summary})
+        done.append((step, status, secs, outcome))
         log.info("demo: %s %s in %.1f s: %s", step.name, status, secs, outcome.summary)
     total = time.perf_counter() - t_all
-    rep = Report("medfm demo", subtitle=f"{len(table)} steps, {failed} failed, {total:.0f} s in total")
-    rep.add_links("Parts", rows)
-    rep.add_table("Steps", table)
+    rep = Report("medfm demo", subtitle=f"{len(done)} steps, {failed} failed, {total:.0f} s in total on "
+                                        f"{os.cpu_count()} CPU cores. Research software: not for clinical use.")  # fmt: skip
+    rep.add_text("What this page is", "Each section is one capability run for real on embedded data within the "
+                 "demo's budget: its key figure, its headline number with a 95 % CI and what to compare it with. "
+                 "Numbers marked 'smoke scale' come from runs too small to show the method's effect; their "
+                 "effect-scale verdicts are in the linked benchmark results.")  # fmt: skip
+    overview = [{"step": s.title, "status": st, "headline": o.headline.text() if o.headline else o.summary,
+                 "scale": "smoke" if o.smoke else "effect shown", "seconds": round(secs, 1)}
+                for s, st, secs, o in done]  # fmt: skip
+    overview += [{"step": s.title, "status": "planned", "headline": "", "scale": "", "seconds": ""} for s in planned]
+    rep.add_table("Overview", overview)
+    for step, status, secs, o in done:
+        rep.add_html(step.title, _section(out, step, status, secs, o))
     path = rep.save(out / "report.html")
+    atomic_write_json(out / "demo.json", {"seconds": round(total, 1), "failed": failed, "steps": [
+        {"name": s.name, "title": s.title, "status": st, "seconds": round(secs, 1), "summary": o.summary,
+         "report": str(o.report) if o.report else None, "figure": str(o.figure) if o.figure else None,
+         "headline": asdict(o.headline) if o.headline else None, "smoke": o.smoke, "benchmark": o.benchmark}
+        for s, st, secs, o in done]})  # fmt: skip
     log.info("demo report: %s", path)
     print(path)
     return 1 if failed else 0

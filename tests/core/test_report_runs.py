@@ -190,3 +190,52 @@ def test_run_folder_says_how_its_last_attempt_ended(tmp_path):
     with Run("toy", "train", cfg):
         pass
     assert _json.loads((tmp_path / "r" / STATUS_NAME).read_text())["status"] == "completed"
+
+
+def test_numbers_are_rendered_for_people():
+    import doctest
+
+    from medfm.core import report
+    from medfm.core.report import _fmt, fmt_ci, fmt_num
+
+    assert doctest.testmod(report).failed == 0
+    assert fmt_num(0.000012345) == "1.23e-05" and fmt_num(-0.5) == "-0.5" and fmt_num(2.5e7) == "2.50e+07"
+    assert fmt_num(float("nan")) == "nan" and fmt_num(True) == "True"
+    assert fmt_ci(0.87654, (0.851, 0.9021), "dB") == "0.877 [0.851, 0.902] dB"
+    assert fmt_ci(None, (0.1, 0.2), "dB") == "n/a"
+    # a dict in a table cell becomes key/value text, never Python's repr
+    assert _fmt({"auroc": 0.123456, "note": "undefined"}) == "auroc 0.123; note undefined"
+
+
+def test_saved_figure_carries_its_caption_into_reports(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from medfm.core.report import (
+        Report,
+        caption_path,
+        display_array,
+        image_grid_figure,
+        save_figure,
+        text_panels_figure,
+        text_panels_grid,
+    )
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    png = save_figure(tmp_path / "plots" / "curve.png", fig, "A line & its <caption>.")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert caption_path(png).read_text() == "A line & its <caption>.\n"
+    html = Report("t").add_figure("Curve", png).render()
+    assert "<figcaption>A line &amp; its &lt;caption&gt;.</figcaption>" in html
+    # the figure helpers build real figures from arrays, volumes and text
+    vol = np.random.default_rng(0).random((8, 9, 5)).astype("float32")
+    assert display_array(vol).shape == (8, 9)
+    for f in (image_grid_figure([[("a", vol), ("b", vol[..., 0], {"cmap": "magma"})], [("c", vol)]]),
+              text_panels_figure([("free text", "x " * 200), ("structured", "1. y")], image=vol[..., 0]),
+              text_panels_grid([("img", vol[..., 0], "GENERATED: a\nREFERENCE: b")])):  # fmt: skip
+        assert len(f.axes) >= 2
+        plt.close(f)

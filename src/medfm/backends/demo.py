@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from medfm.demo import StepOutcome
+from medfm.demo import Headline, StepOutcome
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +73,10 @@ def run_demo(out_dir: Path, seed: int) -> StepOutcome:
     rep.add_table(
         "Timing",
         [
-            {"step": "load model (cached safetensors)", "seconds": round(load_s, 3)},
-            {"step": f"{len(reqs)} requests, cache miss (concurrent)", "seconds": round(miss_s, 3)},
-            {"step": "1 repeated request, cache hit", "seconds": round(hit_s, 5)},
-            {"step": "cache hit speed-up per request", "seconds": round(speedup, 1)},
+            {"step": "load model (cached safetensors)", "value": load_s, "unit": "s"},
+            {"step": f"{len(reqs)} requests, cache miss (concurrent)", "value": miss_s, "unit": "s"},
+            {"step": "1 repeated request, cache hit", "value": hit_s, "unit": "s"},
+            {"step": "cache hit speed-up per request", "value": speedup, "unit": "x"},
         ],
     )
     rep.add_text(
@@ -90,4 +90,5 @@ def run_demo(out_dir: Path, seed: int) -> StepOutcome:
         f"{n_ok}/{len(reqs)} answers via {url}; repeated request served from cache "
         f"(hit={again.cached}, {speedup:.0f}x faster than a miss)"
     )
-    return StepOutcome(path, summary)
+    return StepOutcome(path, summary, headline=Headline("answers served over the OpenAI API", float(n_ok),
+                                                        compare=f"of {len(reqs)} requests"))  # fmt: skip

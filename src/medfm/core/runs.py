@@ -79,7 +79,15 @@ def git_commit(cwd: str | Path | None = None, ignore: tuple[str, ...] = ()) -> s
         if sha.returncode != 0:
             return None
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", *(f":(top,exclude){x}" for x in ignore)],
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ":/",
+                *(f":(top,exclude){x}" for x in ignore),
+            ],
             cwd=root,
             capture_output=True,
             text=True,
@@ -357,6 +365,19 @@ class Run:
             return path
         self.record_layout()
         return results.save(path)
+
+    def save_figure(self, name: str, fig: Any, caption: str) -> Path:
+        """``plots/<name>.png`` with its caption (shown under it in report.html); rank 0 writes."""
+        from medfm.core.report import save_figure
+
+        path = self.path("plots", f"{name}.png")
+        if self.is_main:
+            save_figure(path, fig, caption)
+        elif not isinstance(fig, bytes):
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+        return path
 
     def write_samples(self, rows: Iterable[dict[str, Any]], name: str = "samples.jsonl") -> Path:
         if not self.is_main:

@@ -72,10 +72,10 @@ def run_demo(out_dir: Path, seed: int):
     ``out_dir`` with a report.html showing images with label overlays, label tables and measured statistics."""
     import numpy as np
 
-    from medfm.core.report import Report
+    from medfm.core.report import Report, save_figure
     from medfm.data.phantoms import ct3d, cxr
     from medfm.data.phantoms.config import CTPhantomConfig, CXRPhantomConfig
-    from medfm.demo import StepOutcome
+    from medfm.demo import Headline, StepOutcome
 
     out_dir = Path(out_dir)
     ct_cfg = CTPhantomConfig(seed=seed, n=2, shape=[64, 64, 64], spacing=[6.0, 6.0, 9.5])
@@ -122,11 +122,10 @@ def run_demo(out_dir: Path, seed: int):
             }
         )
     rep.add_table("CT intensity by structure (all voxels, partial volume included)", hu_rows)
-    rep.add_figure(
-        "Chest X-ray phantoms with finding masks and boxes",
-        _cxr_figure(batch),
-        caption="Contours: finding masks; dashed: boxes; yellow: planted spurious marker; (?) uncertain.",
-    )
+    key = save_figure(out_dir / "cxr_phantoms.png", _cxr_figure(batch), caption=(
+        f"12 of {summary['n']} chest X-ray phantoms ({cxr_cfg.size} px, intensity 0..1). Contours: finding masks; "
+        "dashed: boxes; yellow: the planted spurious marker; (?) an uncertain finding."))  # fmt: skip
+    rep.add_figure("Chest X-ray phantoms with finding masks and boxes", key)
     prev = cxr_cfg.prevalence.as_dict()
     rep.add_table(
         "Chest X-ray findings",
@@ -154,4 +153,10 @@ def run_demo(out_dir: Path, seed: int):
         f"{datalist['numTraining']} CT volumes with {len(ct3d.LABELS) - 1} label classes, "
         f"{summary['n']} chest X-rays with {len(cxr.FINDINGS)} findings; "
         f"spurious marker Cramér's V {v:.2f} (target 0.8)",
+        figure=key,
+        headline=Headline(
+            "Cramér's V of the planted marker with Pneumothorax",
+            float(v),
+            compare=f"target {cxr_cfg.spurious.cramers_v}, {len(y)} images",
+        ),
     )

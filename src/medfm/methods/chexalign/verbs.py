@@ -40,6 +40,46 @@ def _report(run: Run, title: str) -> Path:
     return render_run_report(run.dir, title)
 
 
+def _study_figure(run: Run, name: str, caption: str, items: list[tuple[str, Any, str]]) -> None:
+    """``plots/<name>.png``: one row per (title, image path or None, text) with the study's image beside the text.
+    A figure is an aid: an unreadable image is logged and skipped, never fatal."""
+    from medfm.core.report import display_array, text_panels_grid
+
+    cells = []
+    for title, image, text in items:
+        if not image:
+            continue
+        try:
+            cells.append((title, display_array(image), text))
+        except Exception as exc:
+            log.warning("cannot show %s: %s", image, exc)
+    if cells:
+        run.save_figure(name, text_panels_grid(cells, max_lines=14), caption)
+
+
+def _first_image(rec: dict[str, Any]) -> str | None:
+    return (rec.get("images") or [None])[0]
+
+
+def _score_histogram(run: Run, scores: list[float], spread: list[float], label: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 2.8))
+    axes[0].hist(scores, bins=20, color="#4c72b0")
+    axes[0].set_xlabel(f"reward ({label})")
+    axes[0].set_ylabel("candidates")
+    axes[1].hist(spread, bins=20, color="#dd8452")
+    axes[1].set_xlabel("best - worst reward within a study")
+    axes[1].set_ylabel("studies")
+    fig.tight_layout()
+    run.save_figure("reward_histograms", fig, (
+        f"Left: the judge's reward ({label}) of every candidate. Right: per study, the spread between its best and "
+        "worst candidate; a spread near 0 is a tie, and the study yields no preference pair."))  # fmt: skip
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # sample
 
@@ -93,6 +133,12 @@ def run_sample(cfg: SampleConfig) -> int:
             for c in r["candidates"]
         ]
         run.save_results(res)
+        _study_figure(run, "candidates", (
+            f"The first studies' image, reference report and {cfg.n} sampled candidate reports (temperature "
+            f"{cfg.temperature}); candidates that differ give the judge something to rank."),
+            [(r["id"], _first_image(r), f"REFERENCE: {r['reference']}\n\n" +
+              "\n".join(f"#{k + 1}: {c.strip() or '(empty)'}" for k, c in enumerate(r["candidates"])))
+             for r in recs[:3]])  # fmt: skip
         _report(run, "medfm chexalign sample")
         print(run.dir / "candidates.jsonl")
     return 0
@@ -159,6 +205,14 @@ def run_judge(cfg: JudgeConfig) -> int:
         res.add("mean_best_minus_worst", float(np.mean(spread)) if spread else None, n=len(spread))
         res.meta.update(judge=judge.label, errors=[j.error for j in results if j.error][:5])
         run.save_results(res)
+        if scores:
+            _score_histogram(run, scores, spread, judge.label)
+        _study_figure(run, "judged_candidates", (
+            f"The first studies' image and reference with each candidate's reward ({judge.label}); the best and "
+            "worst candidates become a preference pair."),
+            [(r["id"], _first_image(r), f"REFERENCE: {r['reference']}\n\n" + "\n".join(
+                f"[{'n/a' if sc is None else f'{sc:.2f}'}] {c.strip() or '(empty)'}"
+                for c, sc in zip(r["candidates"], r["scores"]))) for r in out[:3]])  # fmt: skip
         _report(run, "medfm chexalign judge")
         if failed:
             log.warning("%d of %d judge outputs did not parse; their candidates are excluded", failed, len(results))
@@ -227,6 +281,12 @@ def run_pairs(cfg: PairsConfig) -> int:
             for p in pairs[:20]
         ]
         run.save_results(res)
+        _study_figure(run, "pairs", (
+            "Preference pairs of the first studies: the chosen (highest reward) and rejected (lowest reward) "
+            "candidate beside the study's image and reference."),
+            [(p["id"], _first_image(p), f"REFERENCE: {p.get('reference', '')}\n\n"
+              f"CHOSEN [{p['chosen_score']:.2f}]: {p['chosen']}\n\nREJECTED [{p['rejected_score']:.2f}]: "
+              f"{p['rejected']}") for p in pairs[:3]])  # fmt: skip
         _report(run, "medfm chexalign pairs")
         if not pairs:
             log.warning("no pairs: every study tied or failed (%s)", stats.to_dict())
@@ -480,6 +540,13 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
         res.tables["examples"] = [{k: (v[:100] if isinstance(v, str) else v) for k, v in r.items()} for r in rows[:8]]
         res.meta.update(models=dict(models), judge=judge.label, device=device, n_studies=len(studies))
         run.save_results(res)
+        _study_figure(run, "sft_vs_aligned", (
+            f"Held-out studies: the reference report and the greedy report of each model with its {judge.label} "
+            "score in brackets."),
+            [(r["id"], (ex.images or [None])[0], f"REFERENCE: {r['reference']}\n\n"
+              + (f"SFT [{r['green_sft']:.2f}]: {r['sft'] or '(empty)'}\n\n" if cfg.baseline else "")
+              + f"ALIGNED [{r['green_aligned']:.2f}]: {r['aligned'] or '(empty)'}")
+             for r, ex in list(zip(rows, studies))[:3]])  # fmt: skip
         _report(run, "medfm chexalign evaluate")
         for name, m in res.metrics.items():
             print(f"{name}: {m.format()}")

@@ -109,7 +109,7 @@ def train_and_evaluate(cfg: Any, run: Run, device: str) -> str:
     model = trainer.raw.eval()
     if cfg.evaluate_after:
         ev = _evaluate_into(results, model, pairs, cfg.eval, cfg.seed)
-        _plots(run, ev, results)
+        _plots(run, ev, results, pairs, ev.get("test_idx"))
     run.save_results(results)
     save_final(run, model, cfg, pairs, summary, seconds)
     from medfm.core.report import render_run_report
@@ -143,6 +143,7 @@ def _evaluate_into(results: Any, model: Any, pairs: Any, eval_opts: Any, seed: i
         test_idx = np.arange(len(pairs))
     train_idx = pairs.split_index("train")
     ev = evaluate_model(model, pairs, test_idx, train_idx, eval_opts, seed)
+    ev["test_idx"] = test_idx
     for name, m in ev["metrics"].items():
         results.add(name, m)
     for f, m in ev["per_finding"].items():
@@ -157,14 +158,61 @@ def _evaluate_into(results: Any, model: Any, pairs: Any, eval_opts: Any, seed: i
     return ev
 
 
-def _plots(run: Run, ev: dict[str, Any], results: Any) -> None:
+def kept_and_roc_figure(
+    kept: list[dict[str, Any]],
+    overall: float | None,
+    scores: np.ndarray | None,
+    labels: np.ndarray | None,
+    findings: list[str],
+    n_curves: int = 4,
+) -> Any:
+    """Left: fraction of each finding's positives the curator kept (dashed: the overall kept fraction, so a bar
+    to its right is enriched). Right: zero-shot ROC curves of the ``n_curves`` findings with most test positives.
+
+    scores, labels: ``(N, F)`` zero-shot scores and labels (1 positive) of the test rows, columns = ``findings``.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_auc_score, roc_curve
 
-    from medfm.core.files import atomic_write_bytes
-    from medfm.core.report import figure_png
+    has_roc = scores is not None and labels is not None and len(scores) > 0
+    fig, axes = plt.subplots(1, 2 if has_roc else 1, figsize=(10 if has_roc else 6, 0.28 * max(len(kept), 8) + 1.2),
+                             squeeze=False)  # fmt: skip
+    ax = axes[0][0]
+    if kept:
+        ax.barh([r["finding"] for r in kept], [r["kept_fraction"] for r in kept], color="#c0793a")
+        if overall is not None:
+            ax.axvline(overall, color="grey", lw=0.8, ls="--", label=f"overall {overall:.2f}")
+            ax.legend(fontsize=7)
+    ax.set_xlabel("fraction of the finding's positives kept")
+    ax.tick_params(labelsize=7)
+    ax.set_title("curation: kept fraction per finding", fontsize=9)
+    if has_roc:
+        ax = axes[0][1]
+        pos = [(int((labels[:, k] == 1).sum()), k) for k in range(len(findings))]
+        usable = [(n, k) for n, k in pos if 0 < n < len(labels)]
+        for _, k in sorted(usable, reverse=True)[:n_curves]:
+            y = labels[:, k] == 1
+            fpr, tpr, _ = roc_curve(y, scores[:, k])
+            ax.plot(
+                fpr, tpr, lw=1.3, label=f"{findings[k]} (AUROC {roc_auc_score(y, scores[:, k]):.2f}, {y.sum()} pos)"
+            )
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="chance")
+        ax.set_xlabel("false-positive rate")
+        ax.set_ylabel("true-positive rate")
+        ax.set_title("zero-shot ROC (test split)", fontsize=9)
+        ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def _plots(run: Run, ev: dict[str, Any], results: Any, pairs: Any = None, test_idx: Any = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
 
     rows = [r for r in results.tables.get("zero_shot_auroc_per_finding", []) if r["auroc"] is not None]
     if rows:
@@ -173,15 +221,22 @@ def _plots(run: Run, ev: dict[str, Any], results: Any) -> None:
         ax.axvline(0.5, color="grey", lw=0.8, ls="--")
         ax.set_xlim(0.3, 1.0)
         ax.set_xlabel("zero-shot AUROC")
-        atomic_write_bytes(run.path("plots", "zero_shot_auroc.png"), figure_png(fig))
+        run.save_figure("zero_shot_auroc", fig, f"Zero-shot AUROC per finding on split {results.meta.get('eval_split')} "
+                        f"({results.meta.get('eval_n')} images; dashed: chance 0.5).")  # fmt: skip
     kept = [r for r in results.tables.get("kept_fraction_per_finding", []) if r["kept_fraction"] is not None]
     if kept:
-        fig, ax = plt.subplots(figsize=(6, 0.3 * len(kept) + 1))
-        ax.barh([r["finding"] for r in kept], [r["kept_fraction"] for r in kept], color="#c0793a")
-        ax.axvline(results.metrics["kept_fraction"].value, color="grey", lw=0.8, ls="--", label="overall")
-        ax.set_xlabel("fraction of positives kept")
-        ax.legend(fontsize=7)
-        atomic_write_bytes(run.path("plots", "kept_fraction_per_finding.png"), figure_png(fig))
+        scores = ev.get("scores")
+        labels = findings = None
+        if scores is not None and pairs is not None and test_idx is not None:
+            findings = list(ev.get("findings") or pairs.findings)
+            labels = pairs.labels[np.asarray(test_idx)][:, [pairs.findings.index(f) for f in findings]]
+        kf = results.metrics.get("kept_fraction")
+        fig = kept_and_roc_figure(kept, kf.value if kf else None, scores if labels is not None else None, labels,
+                                  findings or [])  # fmt: skip
+        run.save_figure("kept_fraction_and_roc", fig, (
+            "Left: the fraction of each finding's training positives that the prototype curator kept (dashed: "
+            "the overall kept fraction; bars to its right are enriched). Right: zero-shot ROC curves of the "
+            "findings with most test positives (dashed: chance)."))  # fmt: skip
 
 
 def save_final(run: Run, model: Any, cfg: Any, pairs: Any, summary: dict[str, Any], seconds: float) -> Path:
@@ -238,7 +293,7 @@ def run_evaluate(cfg: Any) -> int:
         results = run.new_results()
         results.meta.update(model_dir=cfg.model_dir, data_source=pairs.source)
         ev = _evaluate_into(results, model, pairs, cfg.eval, cfg.seed)
-        _plots(run, ev, results)
+        _plots(run, ev, results, pairs, ev.get("test_idx"))
         run.save_results(results)
         render_run_report(run.dir, title="CheXficient evaluate")
     print(run.dir / "report.html")

@@ -254,9 +254,6 @@ def _plot_heads(run: Run, probes: dict[str, Any], scorer: str, features_dir: str
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from medfm.core.files import atomic_write_bytes
-    from medfm.core.report import figure_png
-
     n_layers, n_heads = shape
     fig, axes = plt.subplots(1, len(probes), figsize=(2.2 + 1.8 * len(probes), 4), squeeze=False)
     for ax, (name, probe) in zip(axes[0], probes.items()):
@@ -269,7 +266,9 @@ def _plot_heads(run: Run, probes: dict[str, Any], scorer: str, features_dir: str
         ax.set_ylabel("layer")
         fig.colorbar(im, ax=ax, fraction=0.05)
     fig.tight_layout()
-    atomic_write_bytes(run.path("plots", f"heads_{scorer}.png"), figure_png(fig, dpi=100))
+    run.save_figure(f"heads_{scorer}", fig, (
+        f"|coefficient| of the L1 probe on {scorer} features per (layer, head), one panel per training domain: the "
+        "heads the probe relies on. Brighter = larger weight (standardised features)."))  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -344,9 +343,6 @@ def _plot_roc(run: Run, scores: dict[tuple[str, str, str], tuple[Any, Any]], dom
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
 
-    from medfm.core.files import atomic_write_bytes
-    from medfm.core.report import figure_png
-
     fig, axes = plt.subplots(1, len(domains), figsize=(4 * len(domains), 3.8), squeeze=False)
     for ax, d in zip(axes[0], domains):
         for (method, src, dst), (y, s) in scores.items():
@@ -359,4 +355,7 @@ def _plot_roc(run: Run, scores: dict[tuple[str, str, str], tuple[Any, Any]], dom
         ax.set_ylabel("true positive rate")
         ax.legend(fontsize=6, loc="lower right")
     fig.tight_layout()
-    atomic_write_bytes(run.path("plots", "roc_in_domain.png"), figure_png(fig, dpi=100))
+    run.save_figure("roc_in_domain", fig, (
+        "In-domain ROC curves of answer-correctness prediction on each domain's test split, one line per scorer "
+        "(probes and training-free scores, with the confound baselines); dotted: chance. A panel without lines "
+        "has a test split with a single class."))  # fmt: skip

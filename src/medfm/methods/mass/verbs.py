@@ -57,6 +57,45 @@ def _finish(run: Run, results: Any = None) -> Path:
 # prepare
 
 
+def proposals_figure(case: Any, masks: list[np.ndarray], max_masks: int = 40):
+    """Axial and coronal centre slices of one volume: the image, its automatic masks (largest ``max_masks``, one
+    colour each, painted largest first so small ones stay visible) and, when labelled, the label map."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    shape = case.image.shape
+    paint = np.zeros(int(np.prod(shape)), np.int32)
+    for k, idx in enumerate(masks[:max_masks], 1):
+        paint[idx] = k
+    paint = paint.reshape(shape)
+    _, y, z = (s // 2 for s in shape)
+    views = [("axial", lambda a: a[:, :, z].T), ("coronal", lambda a: a[:, y, :].T)]
+    cols = 3 if case.label is not None else 2
+    fig, axes = plt.subplots(2, cols, figsize=(2.9 * cols, 5.6), squeeze=False)
+    cmap = plt.get_cmap("tab20", 20)
+    for row, (view, cut) in zip(axes, views):
+        img = cut(case.image)
+        row[0].imshow(img, cmap="gray", origin="lower")
+        row[0].set_title(f"{case.id} {view}", fontsize=8)
+        row[1].imshow(img, cmap="gray", origin="lower")
+        m = cut(paint)
+        row[1].imshow(np.ma.masked_where(m == 0, m % 20), cmap=cmap, vmin=0, vmax=19, alpha=0.6,
+                      interpolation="nearest", origin="lower")  # fmt: skip
+        row[1].set_title(f"automatic masks (largest {min(max_masks, len(masks))} of {len(masks)})", fontsize=8)
+        if case.label is not None:
+            lab = cut(case.label)
+            row[2].imshow(img, cmap="gray", origin="lower")
+            row[2].imshow(np.ma.masked_where(lab == 0, lab % 20), cmap=cmap, vmin=0, vmax=19, alpha=0.6,
+                          interpolation="nearest", origin="lower")  # fmt: skip
+            row[2].set_title("ground-truth labels (not used)", fontsize=8)
+        for ax in row:
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
 def run_prepare(cfg: Any) -> int:
     """Preprocess volumes, propose masks, write the cache + index.json, report proposal quality vs labels."""
     from medfm.core.files import atomic_write_json
@@ -80,6 +119,11 @@ def run_prepare(cfg: Any) -> int:
                                               cfg.data.modality, gens)  # fmt: skip
             times.append(time.perf_counter() - t0)
             entries.append(save_prepared(run.dir, case, masks, sources))
+            if len(entries) == 1:  # the first volume's masks, as a reader would want to check them
+                run.save_figure("proposals", proposals_figure(case, masks), (
+                    f"{case.id}: centre axial and coronal slices of the preprocessed volume, its automatic masks "
+                    f"({', '.join(cfg.proposals.generators)}; one colour per mask, colours repeat every 20) and, "
+                    "for reference only, the ground-truth label map that pretraining never sees."))  # fmt: skip
             if case.label is not None:
                 for name, q in proposal_quality(masks, case.label, case.labels).items():
                     quality_rows.append({"case": case.id, "structure": name, **q})
@@ -247,10 +291,10 @@ def run_segment(cfg: Any) -> int:
         name, value = next(iter(structures.items()))
         prob = predict_volume(model, targets[0].image, [t[:, :1] for t in tokens], cfg.crop, cfg.eval.overlap)[0]
         fig = _overlay_figure(targets[0], prob, value, name, refs[0])
-        from medfm.core.files import atomic_write_bytes
-        from medfm.core.report import figure_png
-
-        atomic_write_bytes(run.path("plots", "overlay.png"), figure_png(fig))
+        run.save_figure("overlay", fig, (
+            f"1-shot in-context segmentation of {name}: the reference (support) mask that defines the task, the "
+            f"prediction (probability >= 0.5, red contour) and the ground truth on {targets[0].id}'s axial slice "
+            "through the structure's median voxel."))  # fmt: skip
         _finish(run, res)
     return 0
 

@@ -110,6 +110,7 @@ def run_encode(cfg: EncodeConfig) -> int:
         device = next(model.parameters()).device
         out_dir = run.dir / "latents"
         rows, seconds, n_pixels, n_latent = [], 0.0, 0, 0
+        shown: list[list[tuple[Any, ...]]] = []  # first items' inputs and latent channels, for the report
         groups: dict[tuple[int, ...], list[Item]] = {}
         for it in items:
             groups.setdefault(pad_to_multiple(it.array, model.factor)[0].shape, []).append(it)
@@ -133,6 +134,11 @@ def run_encode(cfg: EncodeConfig) -> int:
                     save_npz(path, latent_record(it, z[j].numpy(), tensors[j][1], model,
                                                  None if proj is None else proj[j].numpy()))  # fmt: skip
                     rows.append({"id": it.id, "latent": str(path.relative_to(run.dir)), **it.labels})
+                    if len(shown) < 4:
+                        lat = z[j].numpy()
+                        shown.append([(f"{it.id} input {tuple(it.array.shape)}", it.array),
+                                      *[(f"latent channel {c} {tuple(lat.shape[1:])}", lat[c], {"cmap": "viridis"})
+                                        for c in range(min(3, lat.shape[0]))]])  # fmt: skip
                     n_pixels += int(np.prod(it.array.shape))
                     n_latent += int(z[j].numel())
         cols: list[str] = []
@@ -152,8 +158,12 @@ def run_encode(cfg: EncodeConfig) -> int:
         results.meta.update({"model": cfg.model, "items": len(items), "latents": "latents.csv",
                              "sampled": cfg.sample, "projected": cfg.projected})  # fmt: skip
         run.save_results(results)
-        from medfm.core.report import render_run_report
+        from medfm.core.report import image_grid_figure, render_run_report
 
+        if shown:
+            run.save_figure("inputs_and_latents", image_grid_figure(shown), (
+                f"First {len(shown)} inputs (model scale [-1, 1]; 3D: middle axial slice) and their first latent "
+                f"channels ({'sampled' if cfg.sample else 'posterior mean'}, {model.factor}x smaller per axis)."))  # fmt: skip
         render_run_report(run.dir, title="MedVAE encode")
     return 0
 
@@ -195,7 +205,8 @@ def run_decode(cfg: DecodeConfig) -> int:
         model = load_model(cfg.model, device=resolve_device(cfg.device))
         device = next(model.parameters()).device
         out_dir = run.dir / "images"
-        written = []
+        written: list[dict[str, Any]] = []
+        shown: list[tuple[Any, ...]] = []
         for path in progress(files[: cfg.limit] if cfg.limit else files, desc="decode"):
             rec = read_latent(path)
             z = torch.from_numpy(rec["latent"])[None].to(device)
@@ -222,13 +233,19 @@ def run_decode(cfg: DecodeConfig) -> int:
                 with atomic_path(out) as tmp, open(tmp, "wb") as fh:
                     np.save(fh, img)
             written.append({"id": name, "image": str(out.relative_to(run.dir)), "shape": list(img.shape)})
+            if len(written) <= 8:
+                shown.append((f"{name} {tuple(img.shape)}", img, {"vmin": -1, "vmax": 1}))
         run.write_samples(written)
         results = run.new_results()
         results.add("decoded", float(len(written)), n=len(written), note="images written")
         results.meta.update({"model": cfg.model, "format": cfg.format})
         run.save_results(results)
-        from medfm.core.report import render_run_report
+        from medfm.core.report import image_grid_figure, render_run_report
 
+        if shown:
+            run.save_figure("decoded", image_grid_figure([shown[:4], shown[4:8]] if len(shown) > 4 else [shown]), (
+                f"First {len(shown)} decoded images of {len(written)} (model scale [-1, 1]; 3D: middle axial slice), "
+                f"as written to images/ ({cfg.format})."))  # fmt: skip
         render_run_report(run.dir, title="MedVAE decode")
     return 0
 

@@ -152,10 +152,12 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
         results.meta.update({"model": cfg.model, "items": len(val), "factor": model.factor,
                              "seconds": round(time.perf_counter() - t0, 2)})  # fmt: skip
         run.save_results(results)
-        from medfm.core.files import atomic_write_bytes
-        from medfm.core.report import figure_png, render_run_report
+        from medfm.core.report import render_run_report
 
-        atomic_write_bytes(run.path("plots", "reconstructions.png"), figure_png(comparison_figure(model, val)))
+        run.save_figure("reconstructions", comparison_figure(model, val), (
+            f"Held-out images: original, MedVAE reconstruction, bicubic up-sampling from the latent's size "
+            f"({model.factor}x per axis) and absolute error maps, all on the model's [-1, 1] scale "
+            "(3D: middle axial slice)."))  # fmt: skip
         render_run_report(run.dir, title="MedVAE reconstruction fidelity")
         m = results.metrics
         base = next(k for k in m if k.startswith("psnr_") and "gain" not in k)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -190,8 +191,7 @@ def _hyp_rows(result: Any) -> list[dict[str, Any]]:
 
 
 def run_describe(cfg: DescribeConfig) -> int:
-    from medfm.core.files import atomic_path
-    from medfm.core.report import figure_png, render_run_report
+    from medfm.core.report import render_run_report, save_figure
     from medfm.core.runs import Run
     from medfm.methods.raddiff.data import validate_pair
     from medfm.methods.raddiff.evaluator import acc_at_k
@@ -233,13 +233,17 @@ def run_describe(cfg: DescribeConfig) -> int:
                           "proposals.jsonl")  # fmt: skip
         plots = run.dir / "plots"
         for j in range(min(3, len(result.final))):
-            png = figure_png(_example_figure(result, parts, j, cfg.examples))
-            with atomic_path(plots / f"top{j + 1}_examples.png") as tmp:
-                tmp.write_bytes(png)
+            save_figure(plots / f"top{j + 1}_examples.png", _example_figure(result, parts, j, cfg.examples), (
+                f"Hypothesis #{j + 1} '{result.final[j].text}': the {cfg.examples} images of set A (top row) and set "
+                "B (bottom row) most similar to it in the ranker's embedding (cosine similarity in the titles); a "
+                "true difference shows in A and not in B."))  # fmt: skip
         for it in result.iterations:
             for name, im in it.proposal.images[:7]:
-                with atomic_path(plots / f"iter{it.iteration}_{name}.png") as tmp:
-                    im.save(tmp, format="PNG")
+                buf = io.BytesIO()
+                im.save(buf, format="PNG")
+                save_figure(plots / f"iter{it.iteration}_{name}.png", buf.getvalue(), (
+                    f"Iteration {it.iteration}: the image input '{name}' the proposer was shown (image grids of the "
+                    "two sets, or visual-search crops)."))  # fmt: skip
         run.save_results(res)
         render_run_report(run.dir, title=f"RadDiff: {pair.name}")
         parts["store"].close()

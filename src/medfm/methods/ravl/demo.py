@@ -16,7 +16,7 @@ def run_demo(out_dir: Path, seed: int):
 
     from medfm.cli import main
     from medfm.core.errors import MedfmError
-    from medfm.demo import StepOutcome
+    from medfm.demo import Headline, StepOutcome
 
     out_dir = Path(out_dir)
     common = ["--config", "preset:tiny", "--device", "cpu", "--seed", str(seed)]
@@ -41,4 +41,8 @@ def run_demo(out_dir: Path, seed: int):
     attr = res["meta"].get("spurious_attribute")
     summary = (f"{res['meta']['message']}; attribute '{attr}', Precision@10 {p:.2f} (chance {chance:.2f})"
                if p is not None else res["meta"]["message"])  # fmt: skip
-    return StepOutcome(out_dir / "discover" / "report.html", summary)
+    return StepOutcome(out_dir / "discover" / "report.html", summary,
+                       figure=out_dir / "discover" / "plots" / "top_cluster_regions.png", benchmark="ravl",
+                       headline=Headline("Precision@10 of the top cluster's regions on the planted marker", p,
+                                         compare=f"chance {chance:.2f}: the marker's share of all regions")
+                       if p is not None else None)  # fmt: skip

@@ -133,7 +133,7 @@ def run_discover(cfg: Any) -> int:
                          f"{list(cfg.discovery.ks) or '2C..5C-1'}, influence >= {cfg.discovery.min_influence}",
                          f"output: {run.dir}/discovery.json, discovery.npz, report.html"])  # fmt: skip
     with run:
-        from medfm.core.files import atomic_path, atomic_write_bytes, atomic_write_json
+        from medfm.core.files import atomic_path, atomic_write_json
         from medfm.core.metrics import mean_ci
         from medfm.core.report import render_run_report
         from medfm.methods.ravl.discover import discover, precision_at_k
@@ -201,9 +201,11 @@ def run_discover(cfg: Any) -> int:
                 f"top cluster {d.top_cluster}: regions ranked by "
                 f"similarity to the medoid (attribute: {results.meta['spurious_attribute']})",
             )
-            from medfm.core.report import figure_png
-
-            atomic_write_bytes(run.path("plots", "top_cluster_regions.png"), figure_png(fig))
+            run.save_figure("top_cluster_regions", fig, (
+                f"Regions of the top-ranked cluster {d.top_cluster} (the one whose presence most changes the "
+                "classifier's accuracy), ranked by cosine similarity to its medoid, boxes on their source images"
+                + ("; green / red box: the region does / does not overlap the known spurious feature."
+                   if truth is not None else ".")))  # fmt: skip
         results.meta.update(model=cfg.model, message=d.message, classnames=names, data=data.meta,
                             silhouettes={str(k_): v for k_, v in d.clustering.silhouettes.items()})  # fmt: skip
         with atomic_path(run.dir / "discovery.npz") as tmp, open(tmp, "wb") as fh:

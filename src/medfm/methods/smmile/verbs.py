@@ -20,6 +20,24 @@ log = logging.getLogger(__name__)
 # prepare
 
 
+def _problem_figure(run: Run, rows: list[Any]) -> None:
+    """The first problem as a model sees it: each in-context example's image, question and answer, then the query
+    (its answer is the target)."""
+    from medfm.core.report import display_array, text_panels_grid
+
+    first = [r for r in rows if r.problem_id == rows[0].problem_id]
+    cells = []
+    for k, r in enumerate(first):
+        if r.image is None:
+            continue
+        role = "query" if k == len(first) - 1 else f"example {k + 1}"
+        cells.append((role, display_array(r.image), f"Q: {r.question}\nA: {r.answer}"))
+    if cells:
+        run.save_figure("first_problem", text_panels_grid(cells, width_chars=56, max_lines=6), (
+            f"Problem {first[0].problem_id}: its in-context examples (image, question, answer) and, last, the query "
+            "whose answer the model must give. 0-shot shows the query alone."))  # fmt: skip
+
+
 def run_prepare(cfg: PrepareConfig) -> int:
     from medfm.methods.smmile.phantom_set import make_problem_set, write_problem_set
 
@@ -47,6 +65,7 @@ def run_prepare(cfg: PrepareConfig) -> int:
         ]
         res.meta["files"] = {k: str(v) for k, v in paths.items()}
         run.save_results(res)
+        _problem_figure(run, ps.rows)
         from medfm.core.report import render_run_report
 
         render_run_report(run.dir, title="SMMILE offline problem set (CXR phantoms)")
@@ -199,10 +218,10 @@ def execute(cfg: RunConfig, run: Run, ps: Any, backend: Any, judge: Any) -> Path
     for m in ("em", "judge", "mcqa"):
         fig = plot_conditions([(label, summary)], m)
         if fig is not None:
-            from medfm.core.files import atomic_write_bytes
-            from medfm.core.report import figure_png
-
-            atomic_write_bytes(run.path("plots", f"accuracy_{m}.png"), figure_png(fig))
+            run.save_figure(f"accuracy_{m}", fig, (
+                f"{ {'em': 'Exact match', 'judge': 'Judge', 'mcqa': 'Multiple-choice'}[m]} accuracy (%) per condition "
+                "(0-shot vs in-context, open and closed questions); error bars: bootstrap standard deviation over "
+                "problems."))  # fmt: skip
     from medfm.core.report import render_run_report
 
     render_run_report(run.dir, title=f"SMMILE: {label}")
@@ -364,7 +383,10 @@ def run_report(cfg: ReportConfig) -> int:
         for m in ("judge", "em", "mcqa"):
             fig = plot_conditions(summaries, m)
             if fig is not None:
-                rep.add_figure(f"{m} accuracy by condition", fig)
+                png = run.save_figure(f"accuracy_{m}", fig, (
+                    f"{m} accuracy (%) per condition and model (0-shot vs in-context examples); error bars: bootstrap "
+                    "standard deviation over problems."))  # fmt: skip
+                rep.add_figure(f"{m} accuracy by condition", png)
         res = run.new_results()
         res.tables["table1"] = model_table(summaries)
         res.tables["effects"] = effect_table(effects, sorted({e["effect"] for _, es in effects for e in es}))

@@ -71,11 +71,74 @@ def run_prepare(cfg: PrepareConfig) -> int:
         res.add("questions", float(len(rows)), n=len(records), note="yes/no questions written")
         res.add("yes_rate", sum(r["answer"] == "yes" for r in rows) / len(rows), n=len(rows))
         run.save_results(res)
+        _questions_figure(run, rows)
         from medfm.core.report import render_run_report
 
         render_run_report(run.dir, "medfm vlm prepare")
         print(path)
     return 0
+
+
+def _questions_figure(run: Run, rows: list[dict[str, Any]], n: int = 4) -> None:
+    """Up to ``n`` images with the yes/no questions written for them (what the VQA training set asks)."""
+    from medfm.core.report import display_array, text_panels_grid
+
+    by_image: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["image"]:
+            by_image.setdefault(r["image"], []).append(r)
+    cells = []
+    for image, qs in list(by_image.items())[:n]:
+        try:
+            arr = display_array(image)
+        except Exception as exc:  # a figure must never fail the verb
+            log.warning("vlm prepare: cannot show %s: %s", image, exc)
+            continue
+        cells.append((Path(image).name, arr, "\n".join(f"{q['question']} -> {q['answer']}" for q in qs)))
+    if cells:
+        run.save_figure("questions", text_panels_grid(cells), (
+            "Images of the manifest with the yes/no questions written for them and their answers, taken from the "
+            "manifest's finding labels (positive, negative or uncertain -> skipped)."))  # fmt: skip
+
+
+def _generations_figure(run: Run, reports: list[Example], texts: list[str], n: int = 3) -> None:
+    """Up to ``n`` images, each beside its generated and reference report."""
+    from medfm.core.report import display_array, text_panels_grid
+
+    cells = []
+    for ex, t in list(zip(reports, texts))[:n]:
+        if not ex.images:
+            continue
+        try:
+            arr = display_array(ex.images[0])
+        except Exception as exc:
+            log.warning("vlm evaluate: cannot show the image of %s: %s", ex.id, exc)
+            continue
+        cells.append((ex.id, arr, f"GENERATED:\n{t.strip() or '(empty)'}\n\nREFERENCE:\n{ex.answer.strip()}"))
+    if cells:
+        run.save_figure("generated_vs_reference", text_panels_grid(cells), (
+            "Evaluation images (left) with the report the model generated and the reference report (right), the "
+            "first examples of the split; finding F1 compares the findings extracted from the two."))  # fmt: skip
+
+
+def _per_finding_figure(run: Run, per_finding: dict[str, float]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    names = [k for k, v in per_finding.items() if v is not None]
+    if not names:
+        return
+    fig, ax = plt.subplots(figsize=(5.5, 0.3 * len(names) + 1.0))
+    ax.barh(names, [per_finding[k] for k in names], color="#4c72b0")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("F1 of the finding (0-1)")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    run.save_figure("per_finding_f1", fig, (
+        "F1 per finding between the findings extracted (lexicon labeller) from the generated and the reference "
+        "reports; a finding absent from every reference has no bar."))  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -278,6 +341,8 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
                         note="SRRG F1-SRR-BERT (impression, leaves) with the lexicon labeller")  # fmt: skip
             for f, v in r["per_finding"].items():
                 res.add("f1", v, group=f"finding={f}", n=len(reports))
+            _per_finding_figure(run, {f: getattr(v, "value", v) for f, v in r["per_finding"].items()})
+            _generations_figure(run, reports, ev["report_texts"])
             rows += [{"id": ex.id, "kind": "report", "generated": t, "reference": ex.answer}
                      for ex, t in zip(reports, ev["report_texts"])]  # fmt: skip
         if ev["vqa"] is not None:
