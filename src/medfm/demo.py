@@ -169,6 +169,13 @@ def benchmark_verdict(name: str) -> tuple[Path | None, str]:
     return f, f"{doc.get('scale', '?')} scale: {', '.join(parts) or 'no claims'}"
 
 
+def _scale(o: StepOutcome) -> str:
+    """'smoke', 'finding' (a headline whose CI clears its comparison), or '' for steps that measure no effect."""
+    if o.smoke:
+        return "smoke"
+    return "finding" if o.headline is not None and o.headline.ci is not None else ""
+
+
 def _section(out: Path, step: DemoStep, status: str, secs: float, o: StepOutcome) -> str:
     from medfm.core.report import figure_html
 
@@ -233,10 +240,11 @@ def run_demo(cfg: DemoConfig) -> int:
                                         f"{os.cpu_count()} CPU cores. Research software: not for clinical use.")  # fmt: skip
     rep.add_text("What this page is", "Each section is one capability run for real on embedded data within the "
                  "demo's budget: its key figure, its headline number with a 95 % CI and what to compare it with. "
-                 "Numbers marked 'smoke scale' come from runs too small to show the method's effect; their "
-                 "effect-scale verdicts are in the linked benchmark results.")  # fmt: skip
+                 "Numbers marked 'smoke scale' come from runs too small to show the method's effect (the step decides "
+                 "from its measured CI, not by assumption); their effect-scale verdicts are in the linked benchmark "
+                 "results. 'finding' means the CI clears the comparison named beside the number.")  # fmt: skip
     overview = [{"step": s.title, "status": st, "headline": o.headline.text() if o.headline else o.summary,
-                 "scale": "smoke" if o.smoke else "effect shown", "seconds": round(secs, 1)}
+                 "scale": _scale(o), "seconds": round(secs, 1)}
                 for s, st, secs, o in done]  # fmt: skip
     overview += [{"step": s.title, "status": "planned", "headline": "", "scale": "", "seconds": ""} for s in planned]
     rep.add_table("Overview", overview)

@@ -136,7 +136,7 @@ def test_report_is_self_contained_and_escaped(tmp_path):
     assert "<script>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html
     payload = html.split("data:image/png;base64,")[1].split("'")[0]
     assert base64.b64decode(payload)[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "[0.7, 0.9]" in html and "href='sub/report.html'" in html and "not for clinical use" in html
+    assert "[0.700, 0.900]" in html and "href='sub/report.html'" in html and "not for clinical use" in html
 
 
 def test_render_run_report_from_files(tmp_path):
@@ -199,7 +199,7 @@ def test_numbers_are_rendered_for_people():
     from medfm.core.report import _fmt, fmt_ci, fmt_num
 
     assert doctest.testmod(report).failed == 0
-    assert fmt_num(0.000012345) == "1.23e-05" and fmt_num(-0.5) == "-0.5" and fmt_num(2.5e7) == "2.50e+07"
+    assert fmt_num(0.000012345) == "1.23e-05" and fmt_num(-0.5) == "-0.500" and fmt_num(2.5e7) == "2.50e+07"
     assert fmt_num(float("nan")) == "nan" and fmt_num(True) == "True"
     assert fmt_ci(0.87654, (0.851, 0.9021), "dB") == "0.877 [0.851, 0.902] dB"
     assert fmt_ci(None, (0.1, 0.2), "dB") == "n/a"

@@ -216,8 +216,8 @@ def text_panels_grid(cells: list[tuple[str, Any, str]], width_chars: int = 60, m
 def fmt_num(v: Any, sig: int = 3) -> str:
     """A number for people: ``sig`` significant digits, no exponent between 1e-4 and 1e6, thousands grouped.
 
-    >>> fmt_num(0.87654), fmt_num(465.7533), fmt_num(12345.6), fmt_num(7), fmt_num(None)
-    ('0.877', '466', '12,346', '7', 'n/a')
+    >>> fmt_num(0.87654), fmt_num(1.0), fmt_num(465.7533), fmt_num(12345.6), fmt_num(7), fmt_num(None)
+    ('0.877', '1.00', '466', '12,346', '7', 'n/a')
     """
     if v is None:
         return "n/a"
@@ -230,8 +230,8 @@ def fmt_num(v: Any, sig: int = 3) -> str:
     a = abs(v)
     if a >= 10 ** (sig - 1) and a < 1e6:  # the integer part already carries the significant digits
         return f"{v:,.0f}"
-    if a == 0 or 1e-4 <= a < 10 ** (sig - 1):  # .3g spells these out without an exponent
-        return f"{v:.{sig}g}"
+    if a == 0 or 1e-4 <= a < 10 ** (sig - 1):  # '#' keeps the significant zeros: 1.00, 0.500
+        return f"{v:#.{sig}g}"
     return f"{v:.{sig - 1}e}"
 
 

@@ -76,6 +76,10 @@ def run_demo(out_dir: Path, seed: int):
     rep.add_links("Runs", [(n, f"{n}/report.html", "") for n in
                            ("sample", "judge_green", "judge", "pairs", "train", "evaluate")])  # fmt: skip
     report = rep.save(out_dir / "report.html")
+    import json
+
+    held = [json.loads(x) for x in (ev / "samples.jsonl").read_text().splitlines() if x.strip()]
+    distinct = len({r["sft"] for r in held})
     delta = er.metrics.get("delta_green")
     n_pairs = int(pr.metrics["pairs"].value or 0)
     first = tr.groups.get("beta=0.1", {}).get("first_loss")
@@ -84,8 +88,8 @@ def run_demo(out_dir: Path, seed: int):
     return StepOutcome(
         report,
         f"{n_pairs} preference pairs from {N_STUDIES} studies x 4 candidates{loss} ({DPO_STEPS} steps); aligned vs "
-        f"SFT on {er.meta.get('n_studies')} held-out studies. The tiny policy barely reads its image, so candidates "
-        "differ in wording more than in findings.",
+        f"SFT on {len(held)} held-out studies, where the SFT policy wrote {distinct} distinct report(s): a policy "
+        "that does not read its image gives the judge wording, not findings, to rank.",
         figure=key if key.is_file() else None,
         headline=Headline.of("offline GREEN, aligned - SFT (held-out, paired)", delta, compare="no change 0")
         if delta is not None

@@ -41,8 +41,16 @@ def run_demo(out_dir: Path, seed: int):
     attr = res["meta"].get("spurious_attribute")
     summary = (f"{res['meta']['message']}; attribute '{attr}', Precision@10 {p:.2f} (chance {chance:.2f})"
                if p is not None else res["meta"]["message"])  # fmt: skip
+    ci, smoke = None, True
+    if p is not None and chance is not None:
+        from scipy.stats import binomtest
+
+        # Precision@10 is a proportion of (up to) 10 regions: Wilson 95 % interval; a finding when it clears chance
+        n = int(res["metrics"]["precision_at_10"].get("n") or 10)
+        w = binomtest(round(p * n), n).proportion_ci(method="wilson")
+        ci, smoke = (float(w.low), float(w.high)), float(w.low) <= chance
     return StepOutcome(out_dir / "discover" / "report.html", summary,
-                       figure=out_dir / "discover" / "plots" / "top_cluster_regions.png", benchmark="ravl",
-                       headline=Headline("Precision@10 of the top cluster's regions on the planted marker", p,
+                       figure=out_dir / "discover" / "plots" / "top_cluster_regions.png", benchmark="ravl", smoke=smoke,
+                       headline=Headline("Precision@10 of the top cluster's regions on the planted marker", p, ci,
                                          compare=f"chance {chance:.2f}: the marker's share of all regions")
                        if p is not None else None)  # fmt: skip
