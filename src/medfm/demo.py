@@ -32,7 +32,7 @@ class Headline:
     compared with (``compare``: "bicubic 15.6 dB", "chance 0.07"), so a reader can tell an effect from noise."""
 
     label: str
-    value: float | None
+    value: float | int | None
     ci: tuple[float, float] | None = None
     unit: str = ""
     compare: str = ""
@@ -244,7 +244,7 @@ def run_demo(cfg: DemoConfig) -> int:
                  "from its measured CI, not by assumption); their effect-scale verdicts are in the linked benchmark "
                  "results. 'finding' means the CI clears the comparison named beside the number.")  # fmt: skip
     overview = [{"step": s.title, "status": st, "headline": o.headline.text() if o.headline else o.summary,
-                 "scale": _scale(o), "seconds": round(secs, 1)}
+                 "scale": _scale(o), "seconds": f"{secs:.1f}"}
                 for s, st, secs, o in done]  # fmt: skip
     overview += [{"step": s.title, "status": "planned", "headline": "", "scale": "", "seconds": ""} for s in planned]
     rep.add_table("Overview", overview)

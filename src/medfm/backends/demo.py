@@ -90,5 +90,5 @@ def run_demo(out_dir: Path, seed: int) -> StepOutcome:
         f"{n_ok}/{len(reqs)} answers via {url}; repeated request served from cache "
         f"(hit={again.cached}, {speedup:.0f}x faster than a miss)"
     )
-    return StepOutcome(path, summary, headline=Headline("answers served over the OpenAI API", float(n_ok),
+    return StepOutcome(path, summary, headline=Headline("answers served over the OpenAI API", n_ok,
                                                         compare=f"of {len(reqs)} requests"))  # fmt: skip
