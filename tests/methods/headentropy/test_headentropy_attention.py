@@ -112,3 +112,28 @@ def test_lookback_ratio_and_llm_check_edges():
     expected = math.log(0.5) + math.log(0.25)
     assert math.isclose(llm_check_attention_score(diag, 0, 2, layer_fraction=1.0), expected, rel_tol=1e-6)
     assert math.isclose(llm_check_attention_score(diag, 0, 2, layer_fraction=0.0), math.log(0.5), rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("context_end", [[0, 3], [5, 11], [11, 40]])  # none, inside, all (or more than) T
+def test_fused_log_sum_exp_statistics_equal_eager(context_end):
+    """Without a mask the pass is fused: statistics from log-sum-exps equal the exact eager ones (GQA too)."""
+    torch.manual_seed(1)
+    b, h, hk, t, d = 2, 4, 2, 11, 8
+    q, k, v = torch.randn(b, h, t, d), torch.randn(b, hk, t, d), torch.randn(b, hk, t, d)
+    stats = {}
+    for fused in (True, False):
+        col = RowStatsCollector(num_layers=2, context_end=context_end, query_block=4, fused=fused)
+        token = _ACTIVE.set(col)
+        try:
+            out, _ = rowstats_attention(_Module(1, 2), q, k, v, None, scaling=d**-0.5)
+        finally:
+            _ACTIVE.reset(token)
+        stats[fused] = (out, col.sumsq[1], col.ctx_mass[1], col.diag[1])
+    kr, vr = k.repeat_interleave(2, 1), v.repeat_interleave(2, 1)
+    probs = torch.softmax(q @ kr.transpose(2, 3) * d**-0.5 + _causal_mask(t), -1)
+    for out, sumsq, ctx, diag in stats.values():
+        torch.testing.assert_close(out, (probs @ vr).transpose(1, 2), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(sumsq, (probs**2).sum(-1), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(diag, probs.diagonal(dim1=-2, dim2=-1), atol=1e-5, rtol=1e-4)
+        for i, c in enumerate(context_end):
+            torch.testing.assert_close(ctx[i], probs[i, :, :, : min(c, t)].sum(-1), atol=1e-5, rtol=1e-4)

@@ -84,3 +84,28 @@ def test_transfer_matrix_recovers_signal_and_beats_null_baseline():
     assert cell[("A", "A", "mean_head_entropy")]["auroc"] > 0.6  # training-free: low entropy -> correct
     assert ("A", "B", "token_prob") not in cell  # training-free scores have no transfer cells
     assert extras["probes"]["A"]["head_entropy"] is not None
+
+
+def test_transfer_scores_every_target_item_and_inner_cv_picks_c():
+    from medfm.methods.headentropy.probe import C_GRID, select_c
+
+    a = synthetic_domain("A", 300, 1)
+    b = synthetic_domain("B", 240, 2, shift=0.2)
+    rows, _ = transfer_matrix([a, b], [SCORERS["head_entropy"]], n_resamples=50, c_grid=C_GRID)
+    n = {(r["train"], r["test"]): r["n"] for r in rows}
+    assert n[("A", "A")] == len(a.test) and n[("A", "B")] == 240 and n[("B", "A")] == 300
+    assert all(r["C"] in C_GRID for r in rows)
+    # planted signal: inner CV keeps heads (not the all-zero C = 1e-3); a single class: the smallest C
+    y = a.y[a.train]
+    assert select_c(a.arrays["he_answer"][a.train], y, C_GRID) >= 0.01
+    assert select_c(a.arrays["he_answer"][a.train], y[:1].repeat(len(y)), C_GRID) == min(C_GRID)  # one class
+
+
+def test_one_feature_confound_probes():
+    rng = np.random.default_rng(0)
+    y = (rng.random(200) < 0.5).astype(int)
+    length = np.where(y == 1, 2.0, 9.0) + rng.normal(0, 1, 200)  # short answers are right: a pure confound
+    probe = fit_probe(length, y, C=1.0)
+    assert probe_score(probe, length).shape == (200,)
+    assert auroc_metrics(y, probe_score(probe, length), n_resamples=20)["auroc"].value > 0.95
+    assert SCORERS["answer_length"].trained and SCORERS["format"].feature == "format_ok"

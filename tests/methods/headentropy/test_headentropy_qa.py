@@ -117,3 +117,47 @@ def test_generated_domains_have_ground_truth():
         a, op, b = it.question[len("What is ") : -1].split()
         assert int(it.answers[0]) == eval(f"{a}{op}{b}")
     assert items == arithmetic_domain(50, seed=1)
+
+
+def test_label_modes_numbered_and_verbose_answers():
+    from medfm.methods.headentropy.qa import extract_answer, is_correct
+
+    assert extract_answer("Answer: 1. Yes.") == "Yes"  # a numbered answer is not the answer "1"
+    assert extract_answer("Answer: - Paris\nCertainty: 80") == "Paris"
+    verbose = "Yes, there is a small left pleural effusion"
+    assert is_correct(verbose, ["yes"], "contains") and not is_correct(verbose, ["yes"], "exact")
+    assert not is_correct("No, but yes on the right", ["yes"], "contains")  # the first yes/no word decides
+    assert is_correct("Swiss Franc", ["Franc"], "contains") and is_correct("franc", ["Franc"], "exact")
+    assert is_correct("Swiss Franc", ["Franc"], "token_f1") and not is_correct("the Swiss national franc coin",
+                                                                             ["Franc"], "token_f1")  # fmt: skip
+    opts = ["pneumonia", "pleural effusion", "atelectasis"]
+    assert is_correct("pleural effusion", ["pleural effusion"], "contains", opts)
+    assert not is_correct("pleural effusion or pneumonia", ["pleural effusion"], "contains", opts)  # no choice
+    assert not is_correct("", ["x"], "contains")
+    with pytest.raises(Exception, match="label mode"):
+        is_correct("x", ["x"], "fuzzy")
+
+
+def test_format_detector_and_certainty_line():
+    from medfm.methods.headentropy.extract import certainty_start, format_ok
+
+    assert format_ok("Answer: China") == 1.0
+    assert format_ok("Answer: China\nCertainty: 90") == 1.0
+    assert format_ok("Answer: France is a European nation-state located in Europe") == 0.0  # over 5 words
+    assert format_ok("Answer: Panama\n\nThe answer is: Panama") == 0.0  # rambles on
+    assert format_ok("China") == 0.0
+    text = "Answer: uncertain mass\nCertainty: 40"
+    assert text[certainty_start(text) :].startswith("Certainty")  # "uncertain" is not the certainty line
+    assert certainty_start("Answer: uncertain") is None
+
+
+def test_geonames_domains_are_real_tables():
+    from medfm.methods.headentropy.qa import load_qa
+
+    for name in ("countries", "cities", "us-counties"):
+        items = load_qa(f"builtin:{name}", limit=50, seed=3)
+        assert len(items) == 50 and len({it.id for it in items}) == 50
+        assert all(it.answers and it.domain == name for it in items)
+    caps = {it.question: it.answers for it in load_qa("builtin:countries", limit=2000)}
+    assert caps["What is the capital of France?"] == ["Paris"]
+    assert "Europe" in caps["On which continent is France?"]

@@ -11,8 +11,15 @@ holding the ``(L, H, T, T)`` attention stack:
   LLM-Check attention score baseline.
 
 It works by registering an attention function ``medfm_rowstats`` with transformers' ``AttentionInterface``
-(with the eager mask). The function is eager attention computed in blocks of query rows, so the transient
-memory is ``(B, H, block, T)`` and the stored statistics are ``3 x (L, B, H, T)``: O(L*H*T), not O(L*H*T^2).
+(with the SDPA mask, which is None for an unpadded causal pass). Without a mask the pass is fused: the CPU/GPU
+flash kernel returns each row's log-sum-exp ``LSE(s)`` of the logits ``s``, and
+
+    sum_j a_ij^2 = exp(LSE(2 s) - 2 LSE(s)),   sum_{j<c} a_ij = exp(LSE_{j<c}(s) - LSE(s)),   a_ii = exp(s_ii - LSE(s))
+
+so the statistics cost two more fused calls and no ``(T, T)`` tensor. With a padding mask (or a KV cache
+and several new rows) it falls back to exact eager attention in blocks of query rows, transient memory
+``(B, H, block, T)``. One decoded row (``q = 1``, the KV-cache case) is eager: ``(B, H, 1, T)`` is O(T) anyway.
+The statistics are stored as ``3 x (L, B, H, T)``, O(L*H*T), in a collector that grows with the KV cache.
 Pure reference functions over full attention maps (:func:`row_sumsq_reference` ...) are kept for tests.
 """
 
@@ -49,6 +56,8 @@ class RowStatsCollector:
     num_layers: int
     context_end: Sequence[int] | None = None
     query_block: int = 128
+    capacity: int = 0
+    fused: bool = True
     sumsq: Any = None
     ctx_mass: Any = None
     diag: Any = None
@@ -56,10 +65,23 @@ class RowStatsCollector:
     def _alloc(self, batch: int, heads: int, length: int, device: Any) -> None:
         import torch
 
-        shape = (self.num_layers, batch, heads, length)
+        shape = (self.num_layers, batch, heads, max(length, self.capacity))
         self.sumsq = torch.zeros(shape, dtype=torch.float32, device=device)
         self.ctx_mass = torch.zeros(shape, dtype=torch.float32, device=device)
         self.diag = torch.zeros(shape, dtype=torch.float32, device=device)
+
+    def ensure(self, batch: int, heads: int, rows_end: int, device: Any) -> None:
+        """Room for query rows ``< rows_end`` (allocates on first use, doubles when a KV cache outgrows it)."""
+        import torch
+
+        if self.sumsq is None:
+            self._alloc(batch, heads, rows_end, device)
+            return
+        have = self.sumsq.shape[-1]
+        if rows_end > have:
+            pad = max(rows_end, 2 * have) - have
+            grow = lambda t: torch.cat([t, t.new_zeros((*t.shape[:-1], pad))], -1)  # noqa: E731
+            self.sumsq, self.ctx_mass, self.diag = grow(self.sumsq), grow(self.ctx_mass), grow(self.diag)
 
     def record(self, layer: int, start: int, probs: Any, key_offset: int) -> None:
         """Add the statistics of attention probabilities ``probs`` ``(B, H, q, K)`` for query rows ``start..``."""
@@ -108,22 +130,70 @@ def rowstats_attention(
     bsz, heads, tq, _ = query.shape
     tk = key.shape[2]
     offset = tk - tq  # > 0 when a KV cache holds earlier tokens
+    layer = int(getattr(module, "layer_idx", 0))
+    if collector is not None:
+        collector.ensure(bsz, heads, tk, query.device)
+        if collector.fused and attention_mask is None and tq == tk and tq > 1 and not module.training:
+            return _fused_with_stats(collector, layer, query, key, value, scaling)
+    if attention_mask is not None and attention_mask.dtype == torch.bool:  # SDPA mask: True = attend
+        attention_mask = torch.zeros_like(attention_mask, dtype=query.dtype).masked_fill(
+            ~attention_mask, torch.finfo(query.dtype).min
+        )
     block = collector.query_block if collector is not None else 256
     out = torch.empty(bsz, heads, tq, value.shape[-1], dtype=query.dtype, device=query.device)
     key_t = key.transpose(2, 3)
+    causal = attention_mask is None and tq > 1  # no mask given: the SDPA mask skipped a plain causal mask
     for s in range(0, tq, block):
         e = min(tq, s + block)
         w = torch.matmul(query[:, :, s:e], key_t) * scaling
         if attention_mask is not None:
             w = w + attention_mask[:, :, s:e, :tk]
+        elif causal:
+            rows = torch.arange(s, e, device=w.device)[:, None] + offset
+            w = w.masked_fill(torch.arange(tk, device=w.device)[None, :] > rows, float("-inf"))
         p = nn.functional.softmax(w, dim=-1, dtype=torch.float32)
         if collector is not None:
-            layer = int(getattr(module, "layer_idx", 0))
-            if collector.sumsq is None:
-                collector._alloc(bsz, heads, tk, p.device)
             collector.record(layer, s, p, offset)
         p = nn.functional.dropout(p.to(query.dtype), p=dropout, training=module.training)
         out[:, :, s:e] = torch.matmul(p, value)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _flash(query: Any, key: Any, value: Any, causal: bool, scale: float) -> tuple[Any, Any]:
+    """``(output (B, H, Tq, D), log-sum-exp of the scaled logits (B, H, Tq))`` from the fused kernel."""
+    import torch
+
+    if query.device.type == "cuda":
+        out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(
+            query, key, value, None, True, 0.0, causal, scale=scale
+        )[:2]
+        return out, lse[..., : query.shape[2]]
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, 0.0, causal, scale=scale)[:2]
+
+
+def _fused_with_stats(collector: RowStatsCollector, layer: int, query: Any, key: Any, value: Any,
+                      scaling: float) -> tuple[Any, None]:  # fmt: skip
+    """Causal attention of a pass without cache or padding, recording the row statistics from log-sum-exps."""
+    import torch
+
+    t = query.shape[2]
+    out, lse = _flash(query, key, value, True, scaling)
+    lse = lse.float()
+    _, lse2 = _flash(query, key, value, True, 2.0 * scaling)
+    collector.sumsq[layer, :, :, :t] = torch.exp(lse2.float() - 2.0 * lse)
+    s_ii = (query.float() * key.float()).sum(-1) * scaling  # (B, H, T): the diagonal logits
+    collector.diag[layer, :, :, :t] = torch.exp(s_ii - lse)
+    if collector.context_end is not None:
+        for b, c in enumerate(collector.context_end):
+            c = int(c)
+            mass = torch.ones_like(lse[b])  # rows before c attend only to context keys
+            if c <= 0:
+                mass.zero_()
+            elif c < t:
+                _, lse_c = _flash(query[b : b + 1, :, c:], key[b : b + 1, :, :c], value[b : b + 1, :, :c], False,
+                                  scaling)  # fmt: skip
+                mass[:, c:] = torch.exp(lse_c[0].float() - lse[b, :, c:])
+            collector.ctx_mass[layer, b, :, :t] = mass
     return out.transpose(1, 2).contiguous(), None
 
 
@@ -132,10 +202,11 @@ def register() -> str:
     global _REGISTERED
     if not _REGISTERED:
         from transformers import AttentionInterface
-        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
         AttentionInterface.register(IMPL_NAME, rowstats_attention)
-        ALL_MASK_ATTENTION_FUNCTIONS.register(IMPL_NAME, eager_mask)
+        # the SDPA mask is None for an unpadded causal pass (-> the fused path), else boolean (True = attend)
+        ALL_MASK_ATTENTION_FUNCTIONS.register(IMPL_NAME, sdpa_mask)
         _REGISTERED = True
     return IMPL_NAME
 

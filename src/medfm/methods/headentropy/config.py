@@ -13,7 +13,8 @@ class ExtractConfig(CommonOptions):
 
     data: str = option(
         help="QA source: a .jsonl/.json/.parquet file (TriviaQA rc.nocontext, HotpotQA distractor, MedMCQA or "
-        "our JSONL) or builtin:arithmetic | builtin:iu-mesh | builtin:radlabels-mc."
+        "our JSONL) or builtin:countries | cities | us-counties (GeoNames facts) | iu-mesh | radlabels-mc | "
+        "arithmetic."
     )
     format: str = option(
         "auto", help="Record format of --data.", choices=("auto", "triviaqa", "hotpotqa", "medmcqa", "jsonl")
@@ -28,6 +29,12 @@ class ExtractConfig(CommonOptions):
     )
     medmcqa_last_sentence: bool = option(
         True, help="Put only the MedMCQA question's last sentence in the prompt, as the original code does."
+    )
+    label_mode: str = option(
+        "contains",
+        help="Correctness label: exact (normalised exact match, the paper's), contains (an alias as a whole-token "
+        "run; yes/no by the first yes/no word; naming two options is wrong) or token_f1 (SQuAD F1 >= 0.5).",
+        choices=("exact", "contains", "token_f1"),
     )
 
 
@@ -53,11 +60,16 @@ class EvaluateConfig(CommonOptions):
     scorers: list[str] = option(
         default_factory=lambda: [
             "head_entropy", "head_entropy_pregen", "trace_jacobian", "lookback_ratio", "hidden_state",
-            "mean_head_entropy", "attn_score", "token_prob", "token_entropy", "certainty",
+            "mean_head_entropy", "attn_score", "token_prob", "token_entropy", "certainty", "answer_length", "format",
         ],
         help="Scorers to compare (see medfm.methods.headentropy.probe.SCORERS).",
     )  # fmt: skip
     reference: str = option("lookback_ratio", help="Baseline for paired AUROC differences.")
+    inner_cv: bool = option(
+        False,
+        help="Choose C of every probe alike by stratified 5-fold inner CV on the train split (probe.C_GRID) "
+        "instead of the repo's fixed C (1 for Head Entropy, 0.1 for the trained baselines).",
+    )
     test_fraction: float = option(
         0.2, help="Held-out fraction per dataset (stratified; the repo's 80/20 fallback).", ge=0, le=1
     )

@@ -1,4 +1,10 @@
-"""Generation, then one teacher-forced pass over prompt + answer that yields Head Entropy and baseline features.
+"""Greedy generation that yields Head Entropy and baseline features in the same pass (no second forward).
+
+The prompt is prefilled once through the fused attention (row statistics from log-sum-exps, see
+:mod:`medfm.methods.headentropy.attention`), then each generated token is decoded with the KV cache, its row
+statistics recorded by a collector that grows with the cache; the last generated token is fed once more so its
+own row exists (a teacher-forced pass over prompt + answer sees exactly these rows). :func:`teacher_forced_batch`
+is the exact second-pass reference, kept for tests and for scoring given text.
 
 Per item (layouts; L layers, H heads, D hidden size; head features are layer-major, index ``l*H + h``):
 
@@ -10,34 +16,63 @@ Per item (layouts; L layers, H heads, D hidden size; head features are layer-maj
 ``lookback``        (L*H,)    Lookback-Lens ratio over rows from the assistant turn to the end (repo variant)
 ``hidden``          (D,)      last-layer hidden state averaged over the answer span (SAPLMA-style probe)
 ``attn_score``      ()        LLM-Check attention score (cumulative mean log-diagonal at layer 0.8 L)
-``token_prob``      ()        mean probability of the answer tokens (teacher-forced)
+``token_prob``      ()        mean probability of the answer tokens
 ``token_entropy``   ()        mean predictive Shannon entropy (nats) over the answer tokens
 ``certainty``       ()        verbalised certainty in [0, 1] (NaN when the model gave none)
+``answer_length``   ()        answer span length (tokens): a confound baseline
+``format_ok``       ()        1 when the generation keeps the answer format (one short "Answer:" line, optional certainty)
 ==================  ========  =============================================================================
 
 Spans (token indices into prompt + generation, half-open): question span = ``[template_end, question_end)``,
-the whole user turn; answer span = ``[question_end, answer_end)``: the assistant header plus the generated
-tokens before the ``Certainty`` line (the whole generation when there is none).
+the whole user turn; answer span = ``[gen_start, answer_end)``: the *generated* tokens before the
+``Certainty`` line (not the assistant header, not the forced prefill).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medfm.core.errors import DataError, UsageError
-from medfm.methods.headentropy.qa import QAItem, build_messages, exact_match, extract_answer, parse_certainty
+from medfm.methods.headentropy.qa import QAItem, build_messages, extract_answer, parse_certainty
 
 log = logging.getLogger(__name__)
 
 HEAD_FEATURES = ("he_answer", "he_question", "tj_answer", "tj_question", "lookback")
 VECTOR_FEATURES = (*HEAD_FEATURES, "hidden")
-SCALAR_FEATURES = ("attn_score", "token_prob", "token_entropy", "certainty")
+SCALAR_FEATURES = ("attn_score", "token_prob", "token_entropy", "certainty", "answer_length", "format_ok")
+_CERT_LINE = re.compile(r"^certainty\s*:\s*\d{1,3}(\.\d+)?\s*%?$", re.I)
+
+
+def format_ok(generation: str, max_words: int = 5) -> float:
+    """1.0 when ``generation`` keeps the requested answer format: ``Answer: <at most max_words words>`` on one
+    line, followed by nothing or by one ``Certainty: <number>`` line; 0.0 for a rambling or unlabelled answer.
+
+    A format detector is a confound baseline: a correctness score that only tracks it is not about attention.
+    """
+    lines = [ln.strip() for ln in (generation or "").strip().splitlines() if ln.strip()]
+    if not lines:
+        return 0.0
+    m = re.match(r"answer\s*:\s*(.*)$", lines[0], re.I)
+    if m is None or not 1 <= len(m.group(1).split()) <= max_words:
+        return 0.0
+    rest = lines[1:]
+    return float(not rest or (len(rest) == 1 and bool(_CERT_LINE.match(rest[0]))))
+
+
+def certainty_start(generation: str) -> int | None:
+    """Character index where the ``Certainty`` line starts after the last ``Answer:`` label, else None."""
+    label = list(re.finditer(r"answer\s*:", generation, re.I))
+    base = label[-1].end() if label else 0
+    m = re.search(r"\bcertainty\b", generation[base:], re.I)  # a word: "uncertain" is part of an answer
+    return None if m is None else base + m.start()
 
 
 @dataclass
@@ -50,6 +85,7 @@ class Spans:
         prompt_len: prompt tokens (incl. the assistant header of the generation prompt).
         answer_end: end of the answer span (first token of the ``Certainty`` line, else the sequence end).
         length: T, all tokens.
+        gen_start: first generated token (after the header and any forced prefill): the answer span's start.
     """
 
     template_end: int
@@ -57,6 +93,18 @@ class Spans:
     prompt_len: int
     answer_end: int
     length: int
+    gen_start: int = -1
+
+    def __post_init__(self) -> None:
+        if self.gen_start < 0:
+            self.gen_start = self.prompt_len
+
+    @property
+    def answer(self) -> tuple[int, int]:
+        """The answer span; when nothing was generated, the last prompt row (the one that produced the answer)."""
+        if self.answer_end > self.gen_start:
+            return self.gen_start, self.answer_end
+        return self.gen_start - 1, self.gen_start
 
 
 def _render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
@@ -73,11 +121,13 @@ def _char_to_token(offsets: list[tuple[int, int]], char: int) -> int:
     return len(offsets)
 
 
-def encode_item(tokenizer: Any, messages: list[dict[str, str]], generation: str) -> tuple[list[int], Spans]:
+def encode_item(tokenizer: Any, messages: list[dict[str, str]], generation: str,
+                prefill: str = "") -> tuple[list[int], Spans]:  # fmt: skip
     """Token ids of prompt + generation and the span boundaries.
 
     The prompt is rendered with the chat template (generation prompt on) and tokenized without extra special
-    tokens, the generation tokenized on its own and appended (as the HF backend scores continuations).
+    tokens, the generation tokenized on its own and appended (as the HF backend scores continuations). A
+    ``prefill`` the generation starts with is excluded from the answer span.
     """
     full = _render(tokenizer, messages, True)
     system_only = _render(tokenizer, messages[:1], False)
@@ -92,13 +142,12 @@ def encode_item(tokenizer: Any, messages: list[dict[str, str]], generation: str)
     gen = tokenizer(generation, add_special_tokens=False, return_offsets_mapping=True) if generation else None
     gen_ids = list(gen["input_ids"]) if gen else []
     gen_offsets = [tuple(o) for o in gen["offset_mapping"]] if gen else []
-    answer_chars = len(generation)
-    label = list(re.finditer(r"answer\s*:", generation, re.I))
-    cert = re.search(r"cert", generation[label[-1].end() if label else 0 :], re.I)
-    if cert:
-        answer_chars = (label[-1].end() if label else 0) + cert.start()
+    cert = certainty_start(generation)
+    answer_chars = len(generation) if cert is None else cert
     answer_end = len(ids) + _char_to_token(gen_offsets, answer_chars)
-    spans = Spans(template_end, question_end, len(ids), answer_end, len(ids) + len(gen_ids))
+    gen_start = len(ids) + (_char_to_token(gen_offsets, len(prefill)) if prefill and generation.startswith(prefill)
+                            else 0)  # fmt: skip
+    spans = Spans(template_end, question_end, len(ids), max(answer_end, gen_start), len(ids) + len(gen_ids), gen_start)
     return ids + gen_ids, spans
 
 
@@ -148,7 +197,7 @@ def teacher_forced_batch(
             sumsq = collector.sumsq[:, b].float()
             ctx, diag = collector.ctx_mass[:, b].float(), collector.diag[:, b].float()
             he, tj = renyi2_rows(sumsq), trace_jacobian_rows(sumsq)
-            a0, a1 = spans.question_end, max(spans.answer_end, spans.question_end + 1)
+            a0, a1 = spans.answer
             q0, q1 = spans.template_end, spans.question_end
             t = spans.length
             feats: dict[str, Any] = {
@@ -156,15 +205,16 @@ def teacher_forced_batch(
                 "he_question": span_mean(he, q0, q1),
                 "tj_answer": span_mean(tj, a0, a1),
                 "tj_question": span_mean(tj, q0, q1),
-                "lookback": lookback_ratio(ctx[:, :, :t], a0, max(t, a0 + 1), spans.question_end, t),
+                "lookback": lookback_ratio(ctx[:, :, :t], spans.question_end, t, spans.question_end, t),
                 "hidden": hidden[b, a0:a1].float().mean(0),
                 "attn_score": llm_check_attention_score(diag, a0, a1),
             }
+            feats["answer_length"] = float(max(0, spans.answer_end - spans.gen_start))
             # hidden row p-1 predicts generated answer token p
-            if spans.answer_end > spans.prompt_len:
-                rows = hidden[b, spans.prompt_len - 1 : spans.answer_end - 1]
+            if spans.answer_end > spans.gen_start:
+                rows = hidden[b, spans.gen_start - 1 : spans.answer_end - 1]
                 logp = model.get_output_embeddings()(rows).float().log_softmax(-1)
-                targets = x[b, spans.prompt_len : spans.answer_end]
+                targets = x[b, spans.gen_start : spans.answer_end]
                 feats["token_prob"] = float(logp.gather(-1, targets[:, None]).exp().mean())
                 feats["token_entropy"] = float(-(logp.exp() * logp).sum(-1).mean())
             else:
@@ -191,82 +241,175 @@ def context_limit(model: Any) -> int:
     return int(getattr(model.config, "max_position_embeddings", 0) or 2048)
 
 
+def encode_prompt(tokenizer: Any, messages: list[dict[str, str]], prefill: str = "") -> tuple[list[int], int, int]:
+    """``(ids, template_end, question_end)`` of the generation prompt (chat template + assistant header +
+    ``prefill``), tokenized once as the model will read it."""
+    ids, spans = encode_item(tokenizer, messages, "")
+    pre = tokenizer(prefill, add_special_tokens=False)["input_ids"] if prefill else []
+    return ids + list(pre), spans.template_end, spans.question_end
+
+
+def _token_ends(tokenizer: Any, gen_ids: list[int]) -> list[int]:
+    """Character length of the decoded text after each generated token (maps characters to tokens)."""
+    return [len(tokenizer.decode(gen_ids[: k + 1], skip_special_tokens=True)) for k in range(len(gen_ids))]
+
+
+def _cache_kwarg(module: Any) -> str:
+    """Name of the KV-cache argument of ``module.forward``: ``cache`` (transformers >= 5.2x) or
+    ``past_key_values`` (earlier, deprecated later)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+
+
+def generate_with_features(model: Any, tokenizer: Any, messages: list[dict[str, str]], prefill: str = "",
+                           max_new_tokens: int = 32, eos_ids: set[int] | None = None, query_block: int = 128,
+                           features: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Greedy-decode one item with the KV cache and, when ``features``, collect its features in the same pass.
+
+    Returns ``{"text", "gen_ids", "finish_reason" ("stop" | "length"), "spans", "features"}``; ``text`` is the
+    prefill plus the generated text (special tokens dropped); ``features`` maps names to NumPy arrays (see the
+    module table), None when ``features`` is False (the plain-generation baseline of the overhead claim).
+    """
+    import numpy as np
+    import torch
+
+    from medfm.methods.headentropy.attention import (
+        RowStatsCollector,
+        llm_check_attention_score,
+        lookback_ratio,
+        renyi2_rows,
+        span_mean,
+        trace_jacobian_rows,
+        use_rowstats,
+    )
+
+    device = next(model.parameters()).device
+    eos_ids = set(eos_ids or {tokenizer.eos_token_id})
+    prompt, template_end, question_end = encode_prompt(tokenizer, messages, prefill)
+    p = len(prompt)
+    head = model.get_output_embeddings()
+    gen: list[int] = []
+    probs: list[float] = []
+    ents: list[float] = []
+    hid: list[Any] = []
+    collector = RowStatsCollector(model.config.num_hidden_layers, context_end=[question_end], query_block=query_block,
+                                  capacity=p + max_new_tokens + 1)  # fmt: skip
+    ctx = use_rowstats(model, collector) if features else _nullcontext()
+    finish = "length"
+    with torch.inference_mode(), ctx:
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        x = torch.tensor([prompt], device=device)
+        kw = _cache_kwarg(model.base_model)
+        h = model.base_model(input_ids=x, use_cache=True, **{kw: cache}).last_hidden_state[:, -1]
+        for _ in range(max_new_tokens):
+            logp = head(h).float().log_softmax(-1)[0]
+            nxt = int(logp.argmax())
+            if nxt in eos_ids:
+                finish = "stop"
+                break
+            probs.append(float(logp[nxt].exp()))
+            ents.append(float(-(logp.exp() * logp).sum()))
+            gen.append(nxt)
+            # feeding the token gives its own row (attention statistics, hidden state): the answer span's rows
+            h = model.base_model(input_ids=torch.tensor([[nxt]], device=device), use_cache=True,
+                                 **{kw: cache}).last_hidden_state[:, -1]  # fmt: skip
+            hid.append(h[0].float())
+    text = tokenizer.decode(gen, skip_special_tokens=True)
+    full = prefill + text
+    ends = _token_ends(tokenizer, gen)
+    cert = certainty_start(full)
+    n_ans = len(gen) if cert is None else sum(1 for e in ends if len(prefill) + e <= cert)
+    spans = Spans(template_end, question_end, p, p + n_ans, p + len(gen), p)
+    out: dict[str, Any] = {"text": full, "gen_ids": gen, "finish_reason": finish, "spans": spans, "features": None}
+    if not features:
+        return out
+    t = spans.length
+    sumsq = collector.sumsq[:, 0, :, :t].float()
+    he, tj = renyi2_rows(sumsq), trace_jacobian_rows(sumsq)
+    a0, a1 = spans.answer
+    q0, q1 = spans.template_end, spans.question_end
+    hidden = torch.stack(hid[:n_ans]).mean(0) if n_ans else h[0].float()
+    feats: dict[str, Any] = {
+        "he_answer": span_mean(he, a0, a1),
+        "he_question": span_mean(he, q0, q1),
+        "tj_answer": span_mean(tj, a0, a1),
+        "tj_question": span_mean(tj, q0, q1),
+        "lookback": lookback_ratio(collector.ctx_mass[:, 0, :, :t].float(), question_end, t, question_end, t),
+        "hidden": hidden,
+        "attn_score": llm_check_attention_score(collector.diag[:, 0, :, :t].float(), a0, a1),
+        "token_prob": float(np.mean(probs[:n_ans])) if n_ans else math.nan,
+        "token_entropy": float(np.mean(ents[:n_ans])) if n_ans else math.nan,
+        "answer_length": float(n_ans),
+        "format_ok": format_ok(full),
+    }
+    cert_v = parse_certainty(full)
+    feats["certainty"] = cert_v if cert_v is not None else math.nan
+    out["features"] = {k: (v.cpu().numpy().astype(np.float32) if hasattr(v, "cpu") else np.float32(v))
+                       for k, v in feats.items()}  # fmt: skip
+    return out
+
+
+@contextlib.contextmanager
+def _nullcontext() -> Iterator[None]:
+    yield None
+
+
 def extract_items(backend: Any, items: list[QAItem], max_new_tokens: int = 32, query_block: int = 128,
-                  medmcqa_last_sentence: bool = True, prefill: str = "Answer:",
+                  medmcqa_last_sentence: bool = True, prefill: str = "Answer:", label_mode: str = "contains",
                   token_budget: int = 2048) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
-    """Generate greedily, label and extract features for a list of items.
+    """Generate greedily, label and collect features for a list of items (one pass per item, see
+    :func:`generate_with_features`).
 
     Args:
         backend: an HF backend (``attentions`` capability, exposes ``model`` and ``tokenizer``).
         items: QA items.
         max_new_tokens: generation budget.
-        query_block: query rows per attention block.
+        query_block: query rows per attention block of the eager fallback.
         medmcqa_last_sentence: see :func:`medfm.methods.headentropy.qa.build_messages`.
         prefill: text the assistant turn starts with (``Answer:`` keeps small models in the answer format);
-            it counts as generated text (answer span); ``""`` reproduces the original unprefilled prompts.
-        token_budget: most padded tokens per teacher-forced batch.
+            it is part of the prompt, not of the answer span; ``""`` reproduces the original unprefilled prompts.
+        label_mode: the label used for ``label`` (:data:`medfm.methods.headentropy.qa.LABEL_MODES`); every mode's
+            label is stored too (``label_exact``, ``label_contains``, ``label_token_f1``).
+        token_budget: unused (kept for the signature of earlier releases).
 
     Returns:
         ``(arrays, rows)``: arrays keyed by feature name stacked over the kept items, ``(N, ...)``; rows: one dict
-        per item (id, domain, generation, prediction, label, ...; ``skipped`` with a reason for items that
+        per item (id, domain, generation, prediction, labels, ...; ``skipped`` with a reason for items that
         were not extracted, e.g. a prompt longer than the model's context).
     """
     import numpy as np
 
-    from medfm.backends import GenerationRequest
+    from medfm.methods.headentropy.qa import LABEL_MODES, is_correct
 
     _check_backend(backend)
     tok, model = backend.tokenizer, backend.model
     limit = context_limit(model)
+    eos = set(getattr(backend, "_eos_ids", None) or [tok.eos_token_id])
     rows: list[dict[str, Any]] = []
-    todo = []
+    feats: dict[str, list[Any]] = {}
     for it in items:
         m = build_messages(it, medmcqa_last_sentence)
-        n_prompt = len(tok(_render(tok, m, True) + prefill, add_special_tokens=False)["input_ids"])
-        if n_prompt + max_new_tokens > limit:
+        n_prompt = len(encode_prompt(tok, m, prefill)[0])
+        if n_prompt + max_new_tokens + 1 > limit:
             log.warning("item %s: prompt of %d tokens + %d new exceeds the model context %d; skipped",
                         it.id, n_prompt, max_new_tokens, limit)  # fmt: skip
             rows.append({"id": it.id, "domain": it.domain, "skipped": f"prompt {n_prompt} tokens > context {limit}"})
-        else:
-            todo.append((it, m))
-    reqs = [GenerationRequest.of(m + ([{"role": "assistant", "content": prefill}] if prefill else []),
-                                 max_tokens=max_new_tokens, temperature=0.0) for _, m in todo]  # fmt: skip
-    responses = backend.generate(reqs) if reqs else []
-    encoded = []
-    for (it, m), resp in zip(todo, responses):
-        if not resp.ok:
-            rows.append({"id": it.id, "domain": it.domain, "skipped": f"generation failed: {resp.error}"})
             continue
-        gen = prefill + (resp.text or "")
-        ids, spans = encode_item(tok, m, gen)
-        encoded.append((it, gen, resp, ids, spans))
-    # teacher-forced passes in length-sorted batches under a padded-token budget
-    order = sorted(range(len(encoded)), key=lambda i: encoded[i][4].length)
-    feats_by_item: dict[int, dict[str, Any]] = {}
-    j = 0
-    while j < len(order):
-        k = j + 1
-        while k < len(order) and (k - j + 1) * encoded[order[k]][4].length <= token_budget:
-            k += 1
-        group = order[j:k]
-        for i, f in zip(group, teacher_forced_batch(model, [(encoded[i][3], encoded[i][4]) for i in group],
-                                                    query_block)):  # fmt: skip
-            feats_by_item[i] = f
-        j = k
-    feats: dict[str, list[Any]] = {}
-    for i, (it, gen, resp, _ids, spans) in enumerate(encoded):
-        f = feats_by_item[i]
-        cert = parse_certainty(gen)
-        f["certainty"] = cert if cert is not None else math.nan
-        pred = extract_answer(gen)
-        for k2, v in f.items():
+        g = generate_with_features(model, tok, m, prefill, max_new_tokens, eos, query_block)
+        gen, spans = g["text"], g["spans"]
+        for k2, v in g["features"].items():
             feats.setdefault(k2, []).append(v)
+        pred = extract_answer(gen)
+        labels = {f"label_{mode}": int(is_correct(pred, it.answers, mode, it.options)) for mode in LABEL_MODES}
         rows.append({
             "id": it.id, "domain": it.domain, "question": it.question, "answers": it.answers, "generation": gen,
-            "prediction": pred, "label": int(exact_match(pred, it.answers)) if pred else 0,
-            "empty_generation": not (resp.text or "").strip(), "truncated": resp.finish_reason == "length",
+            "prediction": pred, "label": labels[f"label_{label_mode}"], **labels,
+            "empty_generation": not gen[len(prefill):].strip(), "truncated": g["finish_reason"] == "length",
             "n_tokens": spans.length, "question_tokens": spans.question_end - spans.template_end,
-            "answer_tokens": spans.answer_end - spans.question_end,
+            "answer_tokens": spans.answer_end - spans.gen_start, "format_ok": bool(g["features"]["format_ok"]),
         })  # fmt: skip
     arrays = {k: np.stack([np.asarray(v, dtype=np.float32) for v in vs]) for k, vs in feats.items()}
     return arrays, rows

@@ -3,8 +3,15 @@ paired comparisons and the in-domain / out-of-domain transfer matrix (spec A, 1.
 
 Trained probes are ``StandardScaler`` (fit on the train split) then ``LogisticRegression(penalty="l1",
 solver="liblinear", C, max_iter=10000, random_state=42)``; C = 1 for Head Entropy and 0.1 for the trained
-baselines (the repo's defaults). Transfer applies the *frozen* scaler and classifier to another dataset.
-Scores are oriented so that higher means "predicted correct"; the positive class is a correct answer.
+baselines (the repo's defaults), or, with ``c_grid``, C chosen for every probe alike by stratified 5-fold
+inner cross-validation (AUROC) on the train split, so no method gets a better-tuned probe than another.
+Transfer applies the *frozen* scaler and classifier to every item of another dataset (none of them was
+seen in training). Scores are oriented so that higher means "predicted correct"; the positive class is a
+correct answer.
+
+Confound scorers (``answer_length``, ``format``) are one-feature probes on the answer's length in tokens and
+on whether the generation kept the two-line format: a signal that only beats them is a length/format
+detector, not a correctness one.
 """
 
 from __future__ import annotations
@@ -56,13 +63,26 @@ SCORERS: dict[str, Scorer] = {
         Scorer("token_prob", "token_prob", False, sign=1.0, label="mean answer-token probability"),
         Scorer("token_entropy", "token_entropy", False, sign=-1.0, label="-mean answer-token entropy"),
         Scorer("certainty", "certainty", False, sign=1.0, label="verbalised certainty (missing -> mean)"),
+        Scorer("answer_length", "answer_length", True, 1.0, label="confound: answer length in tokens, 1-feature LR"),
+        Scorer("format", "format_ok", True, 1.0, label="confound: two-line format kept, 1-feature LR"),
     )
 }
+C_GRID = (1e-3, 1e-2, 0.1, 0.5, 1.0, 2.0, 4.0)  # the repo's C-ablation grid plus its defaults
 DEFAULT_SCORERS = tuple(SCORERS)
 
 
-def fit_probe(x: Any, y: Any, C: float = 1.0, random_state: int = 42) -> Any:
-    """StandardScaler + L1 logistic regression (liblinear) fit on ``x`` ``(N, F)`` and labels ``y`` ``(N,)``.
+def _as_matrix(x: Any) -> np.ndarray:
+    """``(N, F)`` float64 with NaN -> 0; a scalar feature ``(N,)`` becomes ``(N, 1)``."""
+    x = np.nan_to_num(np.asarray(x, dtype=np.float64))
+    return x[:, None] if x.ndim == 1 else x
+
+
+def fit_probe(x: Any, y: Any, C: float = 1.0, random_state: int = 42, c_grid: tuple[float, ...] | None = None,
+              folds: int = 5) -> Any:  # fmt: skip
+    """StandardScaler + L1 logistic regression (liblinear) fit on ``x`` ``(N, F)`` (or ``(N,)``) and labels ``y``.
+
+    With ``c_grid``, C is the grid value of best mean AUROC under stratified ``folds``-fold cross-validation
+    on ``(x, y)`` (ties to the smaller C), then the probe is refit on all of ``(x, y)``; ``C`` is ignored.
 
     Raises:
         ValueError: ``y`` has a single class.
@@ -73,8 +93,39 @@ def fit_probe(x: Any, y: Any, C: float = 1.0, random_state: int = 42) -> Any:
     y = np.asarray(y).astype(int)
     if len(np.unique(y)) < 2:
         raise ValueError("the training split has a single class; a probe needs correct and incorrect answers")
+    x = _as_matrix(x)
+    if c_grid:
+        C = select_c(x, y, c_grid, folds, random_state)
     pipe = make_pipeline(StandardScaler(), _l1_logistic_regression(C, random_state))
-    return pipe.fit(np.nan_to_num(np.asarray(x, dtype=np.float64)), y)
+    return pipe.fit(x, y)
+
+
+def select_c(x: np.ndarray, y: np.ndarray, c_grid: tuple[float, ...], folds: int = 5, random_state: int = 42) -> float:
+    """The C of ``c_grid`` with the best mean validation AUROC over stratified folds (fewer folds when a class
+    is smaller than ``folds``; the smallest C when no fold can be formed)."""
+    import warnings
+
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    k = min(folds, int(np.bincount(y, minlength=2).min()))
+    if k < 2:
+        return float(min(c_grid))
+    cv = StratifiedKFold(k, shuffle=True, random_state=random_state)
+    best, best_auc = float(min(c_grid)), -np.inf
+    for c in sorted(c_grid):
+        aucs = []
+        for tr, va in cv.split(x, y):
+            pipe = make_pipeline(StandardScaler(), _l1_logistic_regression(c, random_state))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pipe.fit(x[tr], y[tr])
+            aucs.append(auroc(y[va], pipe.predict_proba(x[va])[:, 1]))
+        mean = float(np.mean(aucs))
+        if mean > best_auc + 1e-12:
+            best, best_auc = float(c), mean
+    return best
 
 
 def _l1_logistic_regression(C: float, random_state: int = 42) -> Any:
@@ -89,7 +140,7 @@ def _l1_logistic_regression(C: float, random_state: int = 42) -> Any:
 
 def probe_score(probe: Any, x: Any) -> np.ndarray:
     """Probability of "correct" under a fitted probe for ``x`` ``(N, F)``."""
-    return probe.predict_proba(np.nan_to_num(np.asarray(x, dtype=np.float64)))[:, 1]
+    return probe.predict_proba(_as_matrix(x))[:, 1]
 
 
 def probe_to_dict(probe: Any) -> dict[str, Any]:
@@ -165,14 +216,16 @@ class Domain:
     test: np.ndarray
 
 
-def fit_scorers(domain: Domain, scorers: list[Scorer]) -> dict[str, Any]:
-    """Fit every trained scorer on ``domain``'s train split; value None (with a logged reason) when impossible."""
+def fit_scorers(domain: Domain, scorers: list[Scorer], c_grid: tuple[float, ...] | None = None) -> dict[str, Any]:
+    """Fit every trained scorer on ``domain``'s train split (C by inner CV on ``c_grid`` when given, else the
+    scorer's own); value None (with a logged reason) when impossible."""
     probes: dict[str, Any] = {}
     for s in scorers:
         if not s.trained:
             continue
         try:
-            probes[s.name] = fit_probe(domain.arrays[s.feature][domain.train], domain.y[domain.train], C=s.C)
+            probes[s.name] = fit_probe(domain.arrays[s.feature][domain.train], domain.y[domain.train], C=s.C,
+                                       c_grid=c_grid)  # fmt: skip
         except ValueError as exc:
             log.warning("%s on %s: %s", s.name, domain.name, exc)
             probes[s.name] = None
@@ -187,12 +240,19 @@ def score_items(scorer: Scorer, probe: Any, arrays: dict[str, np.ndarray], idx: 
     return training_free_score(x, scorer.sign)
 
 
+def eval_indices(src: Domain, dst: Domain) -> np.ndarray:
+    """Items a probe trained on ``src`` is scored on in ``dst``: the test split in-domain, every item otherwise."""
+    return dst.test if src.name == dst.name else np.arange(len(dst.y))
+
+
 def transfer_matrix(domains: list[Domain], scorers: list[Scorer], seed: int = 0, n_resamples: int = 1000,
-                    reference: str = "lookback_ratio") -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+                    reference: str = "lookback_ratio", c_grid: tuple[float, ...] | None = None,
+                    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
     """In-domain and out-of-domain AUROC of every scorer for every (train, test) pair of domains.
 
-    Trained scorers are fit on the train split of the train domain and applied frozen to the test split of
-    the test domain; training-free scorers do not depend on the train domain (only diagonal rows are kept).
+    Trained scorers are fit on the train split of the train domain (C by inner CV on ``c_grid`` when given)
+    and applied frozen to the test split of the same domain or to *every* item of another domain
+    (:func:`eval_indices`); training-free scorers do not depend on the train domain (only diagonal rows).
     Each row also has the paired AUROC difference to ``reference`` (same items) with its bootstrap CI.
 
     Returns:
@@ -200,18 +260,19 @@ def transfer_matrix(domains: list[Domain], scorers: list[Scorer], seed: int = 0,
         prevalence, diff_vs_ref, diff_lo, diff_hi}``; extras: ``probes`` (name -> domain -> probe) and
         ``scores`` ((method, train, test) -> (y, score)) for plots.
     """
-    probes = {d.name: fit_scorers(d, scorers) for d in domains}
+    probes = {d.name: fit_scorers(d, scorers, c_grid) for d in domains}
     rows: list[dict[str, Any]] = []
     scores: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
     by_name = {s.name: s for s in scorers}
     for src in domains:
         for dst in domains:
-            y = dst.y[dst.test]
+            idx = eval_indices(src, dst)
+            y = dst.y[idx]
             cell: dict[str, np.ndarray] = {}
             for s in scorers:
                 if not s.trained and src.name != dst.name:
                     continue
-                sc = score_items(s, probes[src.name].get(s.name), dst.arrays, dst.test)
+                sc = score_items(s, probes[src.name].get(s.name), dst.arrays, idx)
                 if sc is not None:
                     cell[s.name] = sc
             for name, sc in cell.items():
@@ -221,6 +282,9 @@ def transfer_matrix(domains: list[Domain], scorers: list[Scorer], seed: int = 0,
                        "auroc_lo": m["auroc"].ci[0] if m["auroc"].ci else None,
                        "auroc_hi": m["auroc"].ci[1] if m["auroc"].ci else None,
                        "pr_auc": m["pr_auc"].value, "n": len(y), "prevalence": float(np.mean(y))}  # fmt: skip
+                probe = probes[src.name].get(name)
+                if probe is not None:
+                    row["C"] = float(probe[-1].C)
                 ref = cell.get(reference)
                 if ref is not None and name != reference:
                     d = paired_auroc_difference(y, sc, ref, seed=seed, n_resamples=n_resamples)

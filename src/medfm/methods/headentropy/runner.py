@@ -65,6 +65,7 @@ def run_extract(cfg: Any) -> int:
         store = FeatureStore(run.dir / "features")
         store.init({"data": cfg.data, "format": cfg.format, "domain": items[0].domain, "model": backend.model_name,
                     "max_new_tokens": cfg.max_new_tokens, "prefill": cfg.prefill, "seed": cfg.seed,
+                    "label_mode": cfg.label_mode, "features_from": "generation pass",
                     "medmcqa_last_sentence": cfg.medmcqa_last_sentence, "n_items": len(items),
                     "layers": int(backend.model.config.num_hidden_layers),
                     "heads": int(backend.model.config.num_attention_heads)})  # fmt: skip
@@ -77,7 +78,7 @@ def run_extract(cfg: Any) -> int:
                 continue
             chunk = items[k * cfg.chunk_size : (k + 1) * cfg.chunk_size]
             arrays, rows = extract_items(backend, chunk, cfg.max_new_tokens, cfg.query_block,
-                                         cfg.medmcqa_last_sentence, cfg.prefill)  # fmt: skip
+                                         cfg.medmcqa_last_sentence, cfg.prefill, cfg.label_mode)  # fmt: skip
             store.write_chunk(k, arrays, rows)
             run.metrics.log(k, items=len(rows), correct=sum(r.get("label", 0) for r in rows))
         if done:
@@ -95,6 +96,17 @@ def run_extract(cfg: Any) -> int:
         results.add("items", float(len(rows)), note=f"of {len(items)} requested")
         results.add("empty_generations", float(sum(r["empty_generation"] for r in rows)), higher_is_better=False)
         results.add("with_certainty", float(np.isfinite(arrays["certainty"]).mean()))
+        results.add("format_ok", float(np.mean([r.get("format_ok", False) for r in rows])),
+                    note="generations in the requested Answer/Certainty format")  # fmt: skip
+        from medfm.methods.headentropy.qa import LABEL_MODES
+
+        for mode in LABEL_MODES:
+            if all(f"label_{mode}" in r for r in rows):
+                results.add(f"accuracy_{mode}", float(np.mean([r[f"label_{mode}"] for r in rows])), n=len(rows))
+        if all("label_exact" in r for r in rows):
+            disagree = np.mean([len({r[f"label_{m}"] for m in LABEL_MODES}) > 1 for r in rows])
+            results.add("label_disagreement", float(disagree), n=len(rows), higher_is_better=False,
+                        note="items whose exact / contains / token-F1 labels differ")  # fmt: skip
         results.meta.update(store.meta() or {})
         results.tables["samples"] = [{k: r[k] for k in ("id", "prediction", "answers", "label")} for r in rows[:50]]
         run.save_results(results)
@@ -294,10 +306,10 @@ def run_evaluate(cfg: Any) -> int:
                         + [f"scorers: {', '.join(cfg.scorers)}; reference {cfg.reference}"])  # fmt: skip
     with run:
         from medfm.core.results import Metric
-        from medfm.methods.headentropy.probe import transfer_matrix
+        from medfm.methods.headentropy.probe import C_GRID, transfer_matrix
 
         rows, extras = transfer_matrix(domains, scorers, seed=cfg.seed, n_resamples=cfg.bootstrap,
-                                       reference=cfg.reference)  # fmt: skip
+                                       reference=cfg.reference, c_grid=C_GRID if cfg.inner_cv else None)  # fmt: skip
         results = run.new_results()
         for r in rows:
             group = f"{r['train']}" if r["in_domain"] else f"{r['train']}->{r['test']}"
