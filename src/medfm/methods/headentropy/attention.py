@@ -84,18 +84,24 @@ class RowStatsCollector:
             self.sumsq, self.ctx_mass, self.diag = grow(self.sumsq), grow(self.ctx_mass), grow(self.diag)
 
     def record(self, layer: int, start: int, probs: Any, key_offset: int) -> None:
-        """Add the statistics of attention probabilities ``probs`` ``(B, H, q, K)`` for query rows ``start..``."""
+        """Add the statistics of attention probabilities ``probs`` ``(B, H, q, K)`` for query rows ``start..``.
+
+        Slices rather than masks: a decoded row (q = 1) costs a handful of small ops per layer."""
         import torch
 
         _, _, q, k = probs.shape
-        rows = slice(key_offset + start, key_offset + start + q)
+        first = key_offset + start
+        rows = slice(first, first + q)
         self.sumsq[layer, :, :, rows] = (probs * probs).sum(-1)
         if self.context_end is not None:
-            ends = torch.as_tensor(list(self.context_end), device=probs.device)
-            keep = (torch.arange(k, device=probs.device)[None, :] < ends[:, None]).to(probs.dtype)  # (B, K)
-            self.ctx_mass[layer, :, :, rows] = (probs * keep[:, None, None, :]).sum(-1)
-        qi = torch.arange(q, device=probs.device) + key_offset + start
-        self.diag[layer, :, :, rows] = probs[:, :, torch.arange(q, device=probs.device), qi]
+            for i, c in enumerate(self.context_end):
+                c = min(max(int(c), 0), k)
+                self.ctx_mass[layer, i, :, rows] = probs[i, :, :, :c].sum(-1) if c else 0.0
+        if q == 1:
+            self.diag[layer, :, :, first] = probs[:, :, 0, first]
+        else:
+            qi = torch.arange(first, first + q, device=probs.device)
+            self.diag[layer, :, :, rows] = probs[:, :, torch.arange(q, device=probs.device), qi]
 
 
 def rowstats_attention(
@@ -123,29 +129,34 @@ def rowstats_attention(
     from torch import nn
 
     groups = getattr(module, "num_key_value_groups", 1)
-    if groups > 1:
-        key = key.repeat_interleave(groups, dim=1)
-        value = value.repeat_interleave(groups, dim=1)
     collector = _ACTIVE.get()
-    bsz, heads, tq, _ = query.shape
-    tk = key.shape[2]
+    bsz, heads, tq, dim = query.shape
+    kv_heads, tk = key.shape[1], key.shape[2]
     offset = tk - tq  # > 0 when a KV cache holds earlier tokens
     layer = int(getattr(module, "layer_idx", 0))
     if collector is not None:
         collector.ensure(bsz, heads, tk, query.device)
         if collector.fused and attention_mask is None and tq == tk and tq > 1 and not module.training:
+            if groups > 1:  # the CPU flash kernel wants as many K/V heads as query heads
+                key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
             return _fused_with_stats(collector, layer, query, key, value, scaling)
+    # grouped-query attention without copying the KV cache: the query heads h = kv * G + g of one KV head are
+    # stacked as rows, (B, H_kv, G * rows, D) @ (B, H_kv, D, Tk), so K and V are never expanded or repeated
+    g_per = heads // kv_heads
+    qg = query.reshape(bsz, kv_heads, g_per, tq, dim)
     if attention_mask is not None and attention_mask.dtype == torch.bool:  # SDPA mask: True = attend
         attention_mask = torch.zeros_like(attention_mask, dtype=query.dtype).masked_fill(
             ~attention_mask, torch.finfo(query.dtype).min
         )
     block = collector.query_block if collector is not None else 256
-    out = torch.empty(bsz, heads, tq, value.shape[-1], dtype=query.dtype, device=query.device)
-    key_t = key.transpose(2, 3)
+    key_t = key.transpose(-1, -2)
     causal = attention_mask is None and tq > 1  # no mask given: the SDPA mask skipped a plain causal mask
+    drop = dropout if module.training else 0.0
+    outs = []
     for s in range(0, tq, block):
         e = min(tq, s + block)
-        w = torch.matmul(query[:, :, s:e], key_t) * scaling
+        w = torch.matmul(qg[:, :, :, s:e].reshape(bsz, kv_heads, g_per * (e - s), dim), key_t)
+        w = w.view(bsz, heads, e - s, tk) * scaling  # (B, H, e - s, Tk)
         if attention_mask is not None:
             w = w + attention_mask[:, :, s:e, :tk]
         elif causal:
@@ -154,8 +165,12 @@ def rowstats_attention(
         p = nn.functional.softmax(w, dim=-1, dtype=torch.float32)
         if collector is not None:
             collector.record(layer, s, p, offset)
-        p = nn.functional.dropout(p.to(query.dtype), p=dropout, training=module.training)
-        out[:, :, s:e] = torch.matmul(p, value)
+        p = p.to(query.dtype)
+        if drop:
+            p = nn.functional.dropout(p, p=drop, training=True)
+        pg = p.reshape(bsz, kv_heads, g_per * (e - s), tk)
+        outs.append(torch.matmul(pg, value).view(bsz, heads, e - s, -1))  # (B, H, e - s, D)
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, 2)
     return out.transpose(1, 2).contiguous(), None
 
 
