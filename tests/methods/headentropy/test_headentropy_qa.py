@@ -161,3 +161,5 @@ def test_geonames_domains_are_real_tables():
     caps = {it.question: it.answers for it in load_qa("builtin:countries", limit=2000)}
     assert caps["What is the capital of France?"] == ["Paris"]
     assert "Europe" in caps["On which continent is France?"]
+    yn = load_qa("builtin:radlabels-yn", limit=600)
+    assert len(yn) == 600 and {it.answers[0] for it in yn} == {"yes", "no"} and all(it.context for it in yn)

@@ -13,7 +13,7 @@ class ExtractConfig(CommonOptions):
 
     data: str = option(
         help="QA source: a .jsonl/.json/.parquet file (TriviaQA rc.nocontext, HotpotQA distractor, MedMCQA or "
-        "our JSONL) or builtin:countries | cities | us-counties (GeoNames facts) | iu-mesh | radlabels-mc | "
+        "our JSONL) or builtin:countries | cities | us-counties (GeoNames facts) | iu-mesh | radlabels-yn | radlabels-mc | "
         "arithmetic."
     )
     format: str = option(

