@@ -13,8 +13,9 @@ Domains (none hand-written; see medfm.methods.headentropy.qa), 600 items each by
 Features come from the greedy generation pass itself (fused-attention log-sum-exps; no second forward).
 Labels: contains-mode (an alias as a whole-token run; yes/no by the first yes/no word; naming two options is
 wrong); exact and token-F1 labels and their disagreement rate are reported per domain. Probes: StandardScaler +
-L1 logistic regression with C chosen for every probe alike by 5-fold inner CV on the train split (70 %);
-in-domain cells score the 30 % test split, transfer cells every item of the other domain.
+L1 logistic regression with C chosen for every probe alike by 5-fold inner CV on its training items;
+in-domain cells are cross-fitted (5 folds: every item scored by probes fit on the other four), and a transfer
+cell applies the probe fit on every item of one domain, frozen, to every item of another.
 
 It measures, side by side in one run: in-domain and transfer AUROC (95 % bootstrap CIs) of Head Entropy
 (answer span, pre-generation question span, 1 - sum a^2) and the baselines (Lookback-Lens ratio probe,
@@ -249,8 +250,15 @@ class Cells:
         return self.dom[test].y[eval_indices(self.dom[train], self.dom[test])].astype(int)
 
     def score(self, method: str, train: str, test: str) -> np.ndarray | None:
-        key = (method, train if self.trained[method] else test, test)
-        got = self.scores.get(key)
+        """Scores of the cell's items: the frozen probe's (trained) or the training-free score of every scored
+        item of the test domain (a training-free score has no train domain, so a transfer cell simply scores
+        more items)."""
+        if not self.trained[method]:
+            from medfm.methods.headentropy.probe import SCORERS, eval_indices, training_free_score
+
+            sc, dst = SCORERS[method], self.dom[test]
+            return training_free_score(dst.arrays[sc.feature][eval_indices(self.dom[train], dst)], sc.sign)
+        got = self.scores.get((method, train, test))
         return None if got is None else got[1]
 
     def why_unusable(self, methods: tuple[str, ...], train: str, test: str) -> str:
@@ -388,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--max_new_tokens", type=int, default=32)
     p.add_argument("--lengths", default="256,1024,2048", help="sequence lengths T of the prefill/memory measurements")
-    p.add_argument("--reps", type=int, default=5, help="warm timing repetitions")
+    p.add_argument("--reps", type=int, default=10, help="warm generation-timing rounds per arm")
+    p.add_argument("--prefill_reps", type=int, default=5, help="warm repetitions per T of the prefill timing")
     p.add_argument("--timing_items", type=int, default=8, help="real prompts per domain in each timing round")
     p.add_argument("--mem_reps", type=int, default=3, help="fresh-process peak-memory measurements per T")
     p.add_argument("--bootstrap", type=int, default=1000)
@@ -397,18 +406,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip_perf", action="store_true")
     p.add_argument("--extract_only", action="store_true", help="extract (resumably) and stop")
     p.add_argument("--fixed_c", action="store_true", help="the repo's fixed C (1 / 0.1) instead of inner CV")
+    p.add_argument(
+        "--crossfit",
+        type=int,
+        default=5,
+        help="in-domain cells scored out of fold over every item with this many folds (0: one 70/30 split)",
+    )
     p.add_argument("--domains", default=",".join(DOMAINS), help="comma-separated builtin domains")
     args = bench.parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     from medfm.backends.hf import shared_backend
-    from medfm.methods.headentropy.probe import C_GRID, SCORERS, transfer_matrix
+    from medfm.methods.headentropy.probe import C_GRID, SCORERS, crossfit_domain, transfer_matrix
     from medfm.methods.headentropy.qa import load_qa
     from medfm.methods.headentropy.runner import load_domain
 
     n_items = bench.size(args.n, 48)
     lengths = [int(x) for x in bench.size(args.lengths, "128,256").split(",")]
     reps, mem_reps = bench.size(args.reps, 2), bench.size(args.mem_reps, 1)
+    prefill_reps = bench.size(args.prefill_reps, 2)
     timing_items = bench.size(args.timing_items, 2)
     nb = bench.size(args.bootstrap, 200)
     default_cache = ROOT / "runs" / ("bench-quick" if bench.quick else "benchmarks") / "headentropy"
@@ -420,7 +436,10 @@ def main(argv: list[str] | None = None) -> int:
                                   "max_new_tokens": args.max_new_tokens, "label_mode": LABEL_MODE,
                                   "probe_C": "fixed (repo: 1 Head Entropy, 0.1 baselines)" if args.fixed_c else
                                   f"stratified 5-fold inner CV on the train split over {list(C_GRID)}, every probe",
-                                  "features_from": "the greedy generation pass (fused-attention log-sum-exps)"}  # fmt: skip
+                                  "features_from": "the greedy generation pass (fused-attention log-sum-exps)",
+                                  "in_domain_evaluation": f"{args.crossfit}-fold cross-fitting: every item scored out "
+                                  "of fold; transfer probes fit on every item of the source domain"
+                                  if args.crossfit > 1 else "one stratified 70/30 split"}  # fmt: skip
     t_start = time.perf_counter()
 
     # -- QA: extract (one generation pass per item), then in-domain + transfer
@@ -431,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("extraction complete in %s", cache)
         return 0
     domains = [load_domain(f, 0.3, args.seed) for f in folders]
+    if args.crossfit > 1:
+        domains = [crossfit_domain(d, args.crossfit) for d in domains]
     facts = {d.name: domain_facts(f) for d, f in zip(domains, folders)}
     for d in domains:
         facts[d.name].update(n_test=len(d.test), test_correct=int(d.y[d.test].sum()),
@@ -537,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
                     note=f"greedy generation of {gen['items']} real prompts ({gen['generated_tokens']} tokens, "
                     f"prompts {gen['mean_prompt_tokens']:.0f} tokens on average) with features collected vs "
                     f"without, {reps} warm alternating rounds on {args.device}")  # fmt: skip
-        metrics["prefill_time"] = time_ratio(backend, lengths, reps)
+        metrics["prefill_time"] = time_ratio(backend, lengths, prefill_reps)
         mem: dict[str, dict[str, Any]] = {}
         for t in lengths:
             mem[str(t)] = {"plain_mib": peak_memory("plain", t, args.model, args.device),
@@ -567,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
         "from the tables): countries (capital / country of a capital / continent / currency), cities (country of "
         "a city), us-counties (state of a county); medical: iu-mesh (real IU reports, MeSH gold), radlabels-yn "
         "and radlabels-mc (synthetic reports with annotated labels). "
-        "70/30 stratified split; transfer cells score every item of the target domain."
+        "In-domain cells cross-fitted over every item (--crossfit); transfer cells score every item of the target."
     )
     bench.write(metrics)
     return 0

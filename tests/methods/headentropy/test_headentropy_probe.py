@@ -109,3 +109,19 @@ def test_one_feature_confound_probes():
     assert probe_score(probe, length).shape == (200,)
     assert auroc_metrics(y, probe_score(probe, length), n_resamples=20)["auroc"].value > 0.95
     assert SCORERS["answer_length"].trained and SCORERS["format"].feature == "format_ok"
+
+
+def test_crossfit_scores_every_item_out_of_fold():
+    from medfm.methods.headentropy.probe import crossfit_domain, out_of_fold_scores
+
+    a = crossfit_domain(synthetic_domain("A", 300, 1), k=5)
+    b = synthetic_domain("B", 200, 2, shift=0.2)
+    rows, _ = transfer_matrix([a, b], [SCORERS["head_entropy"]], n_resamples=50)
+    cell = {(r["train"], r["test"]): r for r in rows}
+    assert cell[("A", "A")]["n"] == 300 and cell[("A", "A")]["auroc"] > 0.85  # every item, none seen in training
+    assert cell[("A", "B")]["n"] == 200
+    oof = out_of_fold_scores(a, SCORERS["head_entropy"])
+    fitted_on_all = fit_probe(a.arrays["he_answer"], a.y)
+    assert not np.allclose(oof, probe_score(fitted_on_all, a.arrays["he_answer"]))  # not in-sample scores
+    one_class = crossfit_domain(Domain("C", a.arrays, np.ones(300, int), a.train, a.test), k=5)
+    assert out_of_fold_scores(one_class, SCORERS["head_entropy"]) is None

@@ -207,13 +207,46 @@ def split_indices(y: Any, test_fraction: float, seed: int) -> tuple[np.ndarray, 
 
 @dataclass
 class Domain:
-    """Features and labels of one dataset with its train/test split."""
+    """Features and labels of one dataset with its train/test split.
+
+    With ``crossfit = k > 1`` (see :func:`crossfit_domain`) train and test are every item: in-domain scores
+    are out-of-fold (k stratified folds, each scored by probes fit on the other k - 1), and the probe that
+    transfers to other domains is fit on all items.
+    """
 
     name: str
     arrays: dict[str, np.ndarray]
     y: np.ndarray
     train: np.ndarray
     test: np.ndarray
+    crossfit: int = 0
+
+
+def crossfit_domain(domain: Domain, k: int = 5) -> Domain:
+    """The same items evaluated by ``k``-fold cross-fitting instead of one train/test split."""
+    every = np.arange(len(domain.y))
+    return Domain(domain.name, domain.arrays, domain.y, every, every, crossfit=k)
+
+
+def out_of_fold_scores(domain: Domain, scorer: Scorer, c_grid: tuple[float, ...] | None = None,
+                       random_state: int = 42) -> np.ndarray | None:  # fmt: skip
+    """Scores of every item of ``domain`` from probes fit on the other folds (stratified ``domain.crossfit``
+    folds, fewer when a class is smaller); None when a fold's training part has a single class."""
+    from sklearn.model_selection import StratifiedKFold
+
+    y = domain.y.astype(int)
+    x = domain.arrays[scorer.feature]
+    k = min(domain.crossfit, int(np.bincount(y, minlength=2).min()))
+    if k < 2:
+        return None
+    out = np.empty(len(y))
+    for tr, te in StratifiedKFold(k, shuffle=True, random_state=random_state).split(np.zeros(len(y)), y):
+        try:
+            probe = fit_probe(x[tr], y[tr], C=scorer.C, c_grid=c_grid)
+        except ValueError:
+            return None
+        out[te] = probe_score(probe, x[te])
+    return out
 
 
 def fit_scorers(domain: Domain, scorers: list[Scorer], c_grid: tuple[float, ...] | None = None) -> dict[str, Any]:
@@ -252,7 +285,8 @@ def transfer_matrix(domains: list[Domain], scorers: list[Scorer], seed: int = 0,
 
     Trained scorers are fit on the train split of the train domain (C by inner CV on ``c_grid`` when given)
     and applied frozen to the test split of the same domain or to *every* item of another domain
-    (:func:`eval_indices`); training-free scorers do not depend on the train domain (only diagonal rows).
+    (:func:`eval_indices`); a cross-fitted domain (:func:`crossfit_domain`) is scored in-domain out of fold.
+    Training-free scorers do not depend on the train domain (only diagonal rows).
     Each row also has the paired AUROC difference to ``reference`` (same items) with its bootstrap CI.
 
     Returns:
@@ -272,7 +306,10 @@ def transfer_matrix(domains: list[Domain], scorers: list[Scorer], seed: int = 0,
             for s in scorers:
                 if not s.trained and src.name != dst.name:
                     continue
-                sc = score_items(s, probes[src.name].get(s.name), dst.arrays, idx)
+                if s.trained and src is dst and src.crossfit > 1:
+                    sc = out_of_fold_scores(src, s, c_grid)
+                else:
+                    sc = score_items(s, probes[src.name].get(s.name), dst.arrays, idx)
                 if sc is not None:
                     cell[s.name] = sc
             for name, sc in cell.items():
