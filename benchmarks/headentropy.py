@@ -387,6 +387,187 @@ def generation_time_ratio(backend: object, items: list[Any], max_new_tokens: int
             "max_prompt_tokens": int(max(prompt_tokens))}  # fmt: skip
 
 
+def learning_curve(domains: list[Any], sizes: list[int], c_grid: tuple[float, ...] | None, seed: int,
+                   methods: tuple[str, ...] = ("head_entropy", "lookback_ratio", "hidden_state")) -> dict[str, Any]:  # fmt: skip
+    """In-domain test AUROC of the trained probes against the number of training items: each domain's 70/30
+    split, stratified subsets of its train split (the same subset for every method), the 30 % test split.
+    Shows whether a comparison is limited by the probe's training data (the paper trains on up to 30,000)."""
+    from medfm.core.metrics import MIN_CLASS_COUNT, auroc
+    from medfm.methods.headentropy.probe import SCORERS, fit_probe, probe_score
+
+    rng = np.random.default_rng(seed)
+    out: dict[str, Any] = {}
+    for d in domains:
+        yte = d.y[d.test]
+        if min(yte.sum(), len(yte) - yte.sum()) < MIN_CLASS_COUNT:
+            continue
+        curve: dict[str, list[float | None]] = {m: [] for m in methods}
+        used = []
+        for n in sizes:
+            if n > len(d.train):
+                break
+            pos, neg = d.train[d.y[d.train] == 1], d.train[d.y[d.train] == 0]
+            k = max(1, round(n * len(pos) / len(d.train)))
+            sub = np.concatenate([rng.choice(pos, min(k, len(pos)), replace=False),
+                                  rng.choice(neg, min(n - k, len(neg)), replace=False)])  # fmt: skip
+            used.append(len(sub))
+            for m in methods:
+                sc = SCORERS[m]
+                try:
+                    probe = fit_probe(d.arrays[sc.feature][sub], d.y[sub], C=sc.C, c_grid=c_grid)
+                    curve[m].append(float(auroc(yte, probe_score(probe, d.arrays[sc.feature][d.test]))))
+                except ValueError:
+                    curve[m].append(None)
+        out[d.name] = {"train_items": used, **curve}
+    return out
+
+
+def plot_learning_curve(curves: dict[str, Any], path: Path) -> Path:
+    """Mean over domains (thin lines: each domain) of in-domain test AUROC vs training items, per probe."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from medfm.core.files import atomic_write_bytes
+    from medfm.core.report import figure_png
+
+    fig, ax = plt.subplots(figsize=(5.4, 3.3))
+    colors = {"head_entropy": "C0", "lookback_ratio": "C1", "hidden_state": "C2"}
+    for m, col in colors.items():
+        rows = [c for c in curves.values() if m in c and all(v is not None for v in c[m])]
+        for c in rows:
+            ax.plot(c["train_items"], c[m], color=col, lw=0.6, alpha=0.35)
+        if rows:
+            n = min(len(c[m]) for c in rows)
+            ax.plot(rows[0]["train_items"][:n], np.mean([c[m][:n] for c in rows], 0), color=col, lw=2, marker="o",
+                    ms=3, label=f"{m} (mean of {len(rows)} domains)")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("training items (log scale)")
+    ax.set_ylabel("in-domain test AUROC")
+    ax.set_title("Probe learning curves (SmolLM2-135M features)", fontsize=10)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    atomic_write_bytes(path, figure_png(fig))
+    plt.close(fig)
+    return path
+
+
+def plot_transfer(cells: Cells, names: list[str], path: Path) -> Path:
+    """Heatmap of the paired AUROC difference Head Entropy - lookback ratio per (train, test) cell; blank where
+    the cell is unusable (too few of a class)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from medfm.core.files import atomic_write_bytes
+    from medfm.core.report import figure_png
+
+    grid = np.full((len(names), len(names)), np.nan)
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            if not cells.why_unusable(("head_entropy", "lookback_ratio"), a, b):
+                grid[i, j] = cells.level("head_entropy", a, b) - cells.level("lookback_ratio", a, b)
+    fig, ax = plt.subplots(figsize=(5.6, 4.6))
+    lim = max(0.05, float(np.nanmax(np.abs(grid)))) if np.isfinite(grid).any() else 0.1
+    im = ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            if np.isfinite(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:+.2f}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_xlabel("test domain")
+    ax.set_ylabel("probe trained on")
+    ax.set_title("AUROC Head Entropy - lookback ratio (blank: unusable cell)", fontsize=9)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    atomic_write_bytes(path, figure_png(fig))
+    plt.close(fig)
+    return path
+
+
+PERF_KEYS = ("generation_time", "prefill_time", "memory", "memory_growth_exponent", "eager_stack_mib_analytic")
+
+
+def measure_perf(backend: Any, timing: list[Any], args: Any, lengths: list[int], reps: int, prefill_reps: int,
+                 mem_reps: int) -> dict[str, Any]:  # fmt: skip
+    """Cost measurements (metrics keys :data:`PERF_KEYS`): generation with vs without features on real
+    prompts, the fused feature pass vs a plain forward per T, peak memory per T in fresh processes."""
+    out: dict[str, Any] = {"generation_time": generation_time_ratio(backend, timing, args.max_new_tokens, reps),
+                           "prefill_time": time_ratio(backend, lengths, prefill_reps)}  # fmt: skip
+    mem: dict[str, dict[str, Any]] = {}
+    for t in lengths:
+        mem[str(t)] = {"plain_mib": peak_memory("plain", t, args.model, args.device),
+                       "features_mib": [peak_memory("features", t, args.model, args.device)
+                                        for _ in range(mem_reps)]}  # fmt: skip
+    mem[str(lengths[0])]["eager_attentions_mib"] = peak_memory("eager_attentions", lengths[0], args.model,
+                                                               args.device)  # fmt: skip
+    out["memory"] = mem
+    cfg = backend.model.config
+    out["eager_stack_mib_analytic"] = {str(t): cfg.num_hidden_layers * cfg.num_attention_heads * t * t * 4 / 2**20
+                                       for t in lengths}  # fmt: skip
+    out["perf_measured"] = {
+        "model": backend.model_name,
+        "device": args.device,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    return out
+
+
+def reused_perf(path: Path, model: str, device: str) -> dict[str, Any]:
+    """The cost measurements stored in an earlier results file of this benchmark (same model and device), so an
+    analysis-only rerun does not re-time; the claims are recomputed from the stored repetitions."""
+    from medfm.core.errors import DataError
+
+    if not path.is_file():
+        raise DataError(f"--perf_from {path}: no such results file")
+    doc = json.loads(path.read_text())
+    m = doc.get("metrics") or {}
+    missing = [k for k in ("generation_time", "prefill_time", "memory") if k not in m]
+    if missing:
+        raise DataError(f"--perf_from {path}: no stored {', '.join(missing)}; run without --perf_from")
+    if m.get("model") != model:
+        raise DataError(f"--perf_from {path} was measured for model {m.get('model')}; this run uses {model}")
+    log.info("cost measurements reused from %s (commit %s, device %s; this run: %s)", path, doc.get("commit"),
+             doc.get("device"), device)  # fmt: skip
+    out = {k: m[k] for k in PERF_KEYS if k in m}
+    out["perf_measured"] = {"reused_from": str(path), "commit": doc.get("commit"), "created_at": doc.get("created_at"),
+                            "model": m.get("model"), "device": doc.get("device")}  # fmt: skip
+    return out
+
+
+def perf_claims(bench: Benchmark, perf: dict[str, Any], device: str, nb: int) -> None:
+    """``time_overhead`` and ``memory_linear`` from the cost measurements."""
+    from medfm.core.metrics import bootstrap_ci
+
+    gen = perf["generation_time"]
+    w, wo = np.array(gen["with_features_reps_s"]), np.array(gen["without_features_reps_s"])
+    ratio, ratio_ci, _ = bootstrap_ci(lambda a, b: float(np.median(a) / np.median(b)), w, wo, n_resamples=nb, seed=0)
+    bench.claim("time_overhead", ratio, ci=ratio_ci, n=len(w),
+                note=f"greedy generation of {gen['items']} real prompts ({gen['generated_tokens']} tokens, prompts "
+                f"{gen['mean_prompt_tokens']:.0f} tokens on average) with features collected vs without, {len(w)} "
+                f"warm alternating rounds on {device}; the fused feature pass alone costs "
+                + ", ".join(f"{v['ratio_vs_sdpa']:.2f}x at T={t}" for t, v in perf["prefill_time"].items())
+                + " a plain forward (metrics.prefill_time)")  # fmt: skip
+    mem = perf["memory"]
+    lengths = [int(t) for t in mem]
+    fm = np.array([mem[str(t)]["features_mib"] for t in lengths]).T  # (mem_reps, T)
+    slope = loglog_slope(lengths, fm)
+    slope_ci = None
+    if fm.shape[0] > 1 and np.isfinite(slope):
+        _, slope_ci, _ = bootstrap_ci(lambda a: loglog_slope(lengths, a), fm, n_resamples=nb, seed=0)
+    perf["memory_growth_exponent"] = slope if np.isfinite(slope) else None
+    bench.claim("memory_linear", slope if np.isfinite(slope) else None, ci=slope_ci, n=len(lengths),
+                degenerate="" if np.isfinite(slope) else "a feature pass did not raise the measured peak memory",
+                note=f"{fm.shape[0]} fresh-process measurement(s) per T = {lengths} of the fused feature pass (the "
+                "generation's prefill); an O(T^2) attention stack would give a slope near 2 "
+                "(see eager_stack_mib_analytic)")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     bench = Benchmark("headentropy", __doc__, default_seeds=1)
     p = bench.parser
@@ -404,6 +585,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the domains' sampling and train/test split")
     p.add_argument("--cache", default=None, help="feature cache (default runs/benchmarks/headentropy)")
     p.add_argument("--skip_perf", action="store_true")
+    p.add_argument("--curve_sizes", default="30,60,120,240,420", help="training items of the probe learning curve")
+    p.add_argument(
+        "--perf_from",
+        default=None,
+        help="reuse the cost measurements stored in this earlier results file (analysis-only rerun)",
+    )
     p.add_argument("--extract_only", action="store_true", help="extract (resumably) and stop")
     p.add_argument("--fixed_c", action="store_true", help="the repo's fixed C (1 / 0.1) instead of inner CV")
     p.add_argument(
@@ -449,9 +636,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.extract_only:
         log.info("extraction complete in %s", cache)
         return 0
-    domains = [load_domain(f, 0.3, args.seed) for f in folders]
+    split_domains = [load_domain(f, 0.3, args.seed) for f in folders]
+    domains = split_domains
     if args.crossfit > 1:
-        domains = [crossfit_domain(d, args.crossfit) for d in domains]
+        domains = [crossfit_domain(d, args.crossfit) for d in split_domains]
     facts = {d.name: domain_facts(f) for d, f in zip(domains, folders)}
     for d in domains:
         facts[d.name].update(n_test=len(d.test), test_correct=int(d.y[d.test].sum()),
@@ -543,44 +731,20 @@ def main(argv: list[str] | None = None) -> int:
     else:
         bench.claim("training_free", None, degenerate="no usable cell for any other training-free score")
     metrics["summary"] = summary
+    sizes = [int(x) for x in bench.size(args.curve_sizes, "16,32").split(",")]
+    metrics["learning_curve"] = learning_curve(split_domains, sizes, c_grid, args.seed)
 
     # -- cost
     if not args.skip_perf:
-        from medfm.core.metrics import bootstrap_ci
-
-        timing = [it for d in names_d for it in load_qa(f"builtin:{d}", limit=n_items, seed=args.seed)[-timing_items:]]
-        gen = generation_time_ratio(backend, timing, args.max_new_tokens, reps)
-        metrics["generation_time"] = gen
-        w, wo = np.array(gen["with_features_reps_s"]), np.array(gen["without_features_reps_s"])
-        ratio, ratio_ci, _ = bootstrap_ci(lambda a, b: float(np.median(a) / np.median(b)), w, wo, n_resamples=nb,
-                                          seed=0)  # fmt: skip
-        bench.claim("time_overhead", ratio, ci=ratio_ci, n=reps,
-                    note=f"greedy generation of {gen['items']} real prompts ({gen['generated_tokens']} tokens, "
-                    f"prompts {gen['mean_prompt_tokens']:.0f} tokens on average) with features collected vs "
-                    f"without, {reps} warm alternating rounds on {args.device}")  # fmt: skip
-        metrics["prefill_time"] = time_ratio(backend, lengths, prefill_reps)
-        mem: dict[str, dict[str, Any]] = {}
-        for t in lengths:
-            mem[str(t)] = {"plain_mib": peak_memory("plain", t, args.model, args.device),
-                           "features_mib": [peak_memory("features", t, args.model, args.device)
-                                            for _ in range(mem_reps)]}  # fmt: skip
-        mem[str(lengths[0])]["eager_attentions_mib"] = peak_memory("eager_attentions", lengths[0], args.model,
-                                                                   args.device)  # fmt: skip
-        metrics["memory"] = mem
-        fm = np.array([mem[str(t)]["features_mib"] for t in lengths]).T  # (mem_reps, T)
-        slope = loglog_slope(lengths, fm)
-        slope_ci = None
-        if mem_reps > 1 and np.isfinite(slope):
-            _, slope_ci, _ = bootstrap_ci(lambda a: loglog_slope(lengths, a), fm, n_resamples=nb, seed=0)
-        metrics["memory_growth_exponent"] = slope if np.isfinite(slope) else None
-        cfg = backend.model.config
-        metrics["eager_stack_mib_analytic"] = {str(t): cfg.num_hidden_layers * cfg.num_attention_heads * t * t * 4 / 2**20
-                                               for t in lengths}  # fmt: skip
-        bench.claim("memory_linear", slope if np.isfinite(slope) else None, ci=slope_ci, n=len(lengths),
-                    degenerate="" if np.isfinite(slope) else "a feature pass did not raise the measured peak memory",
-                    note=f"{mem_reps} fresh-process measurement(s) per T = {lengths} of the fused feature pass (the "
-                    "generation's prefill); an O(T^2) attention stack would give a slope near 2 "
-                    "(see eager_stack_mib_analytic)")  # fmt: skip
+        if args.perf_from:
+            perf = reused_perf(Path(args.perf_from), backend.model_name, args.device)
+        else:
+            timing = [
+                it for d in names_d for it in load_qa(f"builtin:{d}", limit=n_items, seed=args.seed)[-timing_items:]
+            ]
+            perf = measure_perf(backend, timing, args, lengths, reps, prefill_reps, mem_reps)
+        perf_claims(bench, perf, args.device, nb)
+        metrics.update(perf)
     metrics["wall_s"] = time.perf_counter() - t_start
     metrics["data_note"] = (
         "bigbench 1.0.0 (the spec's task.json source) is not on PyPI; bigbench 0.0.1 ships no task files. The "
@@ -590,7 +754,9 @@ def main(argv: list[str] | None = None) -> int:
         "and radlabels-mc (synthetic reports with annotated labels). "
         "In-domain cells cross-fitted over every item (--crossfit); transfer cells score every item of the target."
     )
-    bench.write(metrics)
+    out = bench.write(metrics)
+    plot_learning_curve(metrics["learning_curve"], out.with_name("headentropy_learning_curve.png"))
+    plot_transfer(cells, dn, out.with_name("headentropy_transfer.png"))
     return 0
 
 
