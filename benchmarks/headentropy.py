@@ -443,6 +443,9 @@ def plot_learning_curve(curves: dict[str, Any], path: Path) -> Path:
             ax.plot(rows[0]["train_items"][:n], np.mean([c[m][:n] for c in rows], 0), color=col, lw=2, marker="o",
                     ms=3, label=f"{m} (mean of {len(rows)} domains)")  # fmt: skip
     ax.set_xscale("log")
+    ticks = sorted({n for c in curves.values() for n in c["train_items"]})
+    ax.set_xticks(ticks, [str(n) for n in ticks])
+    ax.minorticks_off()
     ax.set_xlabel("training items (log scale)")
     ax.set_ylabel("in-domain test AUROC")
     ax.set_title("Probe learning curves (SmolLM2-135M features)", fontsize=10)
