@@ -62,6 +62,10 @@ def test_fit_and_evaluate_cli_on_planted_features(tmp_path, capsys):
     assert res["groups"]["A"]["head_entropy_minus_lookback_ratio"]["ci"][0] > 0.1
     assert (out / "report.html").is_file() and (out / "plots" / "roc_in_domain.png").is_file()
     assert "head_entropy" in capsys.readouterr().out
+    cv = tmp_path / "eval-cv"  # C of every probe by inner CV: still recovers the planted heads
+    assert main(["headentropy", "evaluate", "--features", f"{a},{b}", "--output_dir", str(cv), "--bootstrap", "50",
+                 "--scorers", "head_entropy,lookback_ratio", "--inner_cv"]) == 0  # fmt: skip
+    assert json.loads((cv / "results.json").read_text())["groups"]["A->B"]["head_entropy_auroc"]["value"] > 0.85
 
     # fitting a training-free scorer is a usage error, a folder without features a data error
     assert main(["headentropy", "fit", "--features", str(a), "--scorer", "token_prob"]) == 2
