@@ -64,8 +64,12 @@ def test_fit_and_evaluate_cli_on_planted_features(tmp_path, capsys):
     assert "head_entropy" in capsys.readouterr().out
     cv = tmp_path / "eval-cv"  # C of every probe by inner CV: still recovers the planted heads
     assert main(["headentropy", "evaluate", "--features", f"{a},{b}", "--output_dir", str(cv), "--bootstrap", "50",
-                 "--scorers", "head_entropy,lookback_ratio", "--inner_cv"]) == 0  # fmt: skip
-    assert json.loads((cv / "results.json").read_text())["groups"]["A->B"]["head_entropy_auroc"]["value"] > 0.85
+                 "--scorers", "head_entropy,lookback_ratio", "--inner_cv", "--crossfit", "3"]) == 0  # fmt: skip
+    groups = json.loads((cv / "results.json").read_text())["groups"]
+    assert groups["A->B"]["head_entropy_auroc"]["value"] > 0.85
+    n_a = groups["B->A"]["head_entropy_auroc"]["n"]  # a transfer cell scores every item of A
+    assert groups["A"]["head_entropy_auroc"]["n"] == n_a  # cross-fitted: every item of A scored in-domain
+    assert main(["headentropy", "evaluate", "--features", str(a), "--crossfit", "1"]) == 2
 
     # fitting a training-free scorer is a usage error, a folder without features a data error
     assert main(["headentropy", "fit", "--features", str(a), "--scorer", "token_prob"]) == 2

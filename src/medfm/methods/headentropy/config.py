@@ -65,6 +65,12 @@ class EvaluateConfig(CommonOptions):
         help="Scorers to compare (see medfm.methods.headentropy.probe.SCORERS).",
     )  # fmt: skip
     reference: str = option("lookback_ratio", help="Baseline for paired AUROC differences.")
+    crossfit: int = option(
+        0,
+        help="Score every item in-domain out of fold with this many stratified folds (probes fit on the other "
+        "folds; transfer probes on every item) instead of one --test_fraction split; 0 = one split.",
+        ge=0,
+    )
     inner_cv: bool = option(
         False,
         help="Choose C of every probe alike by stratified 5-fold inner CV on the train split (probe.C_GRID) "

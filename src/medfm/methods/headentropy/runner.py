@@ -296,13 +296,20 @@ def run_evaluate(cfg: Any) -> int:
     scorers = [_scorer(s) for s in cfg.scorers]
     _scorer(cfg.reference)
     domains = [load_domain(f, cfg.test_fraction, cfg.seed) for f in cfg.features]
+    if cfg.crossfit == 1:
+        raise UsageError("--crossfit needs at least 2 folds (0 = one train/test split)")
+    if cfg.crossfit > 1:
+        from medfm.methods.headentropy.probe import crossfit_domain
+
+        domains = [crossfit_domain(d, cfg.crossfit) for d in domains]
     names = [d.name for d in domains]
     if len(set(names)) != len(names):
         raise UsageError(f"datasets must have distinct names, got {names}; set --name when extracting")
     run = Run(METHOD, "evaluate", cfg)
     if cfg.dry_run:
-        return run.plan([f"{d.name}: {len(d.y)} items ({len(d.train)} train / {len(d.test)} test), "
-                         f"accuracy {d.y.mean():.3f}" for d in domains]
+        split = (lambda d: f"{cfg.crossfit}-fold cross-fitting") if cfg.crossfit > 1 else (
+            lambda d: f"{len(d.train)} train / {len(d.test)} test")  # fmt: skip
+        return run.plan([f"{d.name}: {len(d.y)} items ({split(d)}), accuracy {d.y.mean():.3f}" for d in domains]
                         + [f"scorers: {', '.join(cfg.scorers)}; reference {cfg.reference}"])  # fmt: skip
     with run:
         from medfm.core.results import Metric
@@ -328,7 +335,7 @@ def run_evaluate(cfg: Any) -> int:
                 results.add(f"{s.name}_auroc_transfer_mean", float(np.mean(ood)), n=len(ood))
         results.tables["auroc"] = rows
         results.meta.update(domains={d.name: {"n": len(d.y), "accuracy": float(d.y.mean())} for d in domains},
-                            reference=cfg.reference)  # fmt: skip
+                            reference=cfg.reference, crossfit=cfg.crossfit, inner_cv=cfg.inner_cv)  # fmt: skip
         run.save_results(results)
         _plot_roc(run, extras["scores"], domains)
         _plot_heads(run, {d: p.get("head_entropy") for d, p in extras["probes"].items()}, "head_entropy",
@@ -368,6 +375,7 @@ def _plot_roc(run: Run, scores: dict[tuple[str, str, str], tuple[Any, Any]], dom
         ax.legend(fontsize=6, loc="lower right")
     fig.tight_layout()
     run.save_figure("roc_in_domain", fig, (
-        "In-domain ROC curves of answer-correctness prediction on each domain's test split, one line per scorer "
+        "In-domain ROC curves of answer-correctness prediction on each domain's test split (every item, scored out of "
+        "fold, with --crossfit), one line per scorer "
         "(probes and training-free scores, with the confound baselines); dotted: chance. A panel without lines "
         "has a test split with a single class."))  # fmt: skip
