@@ -62,19 +62,14 @@ log = logging.getLogger("benchmarks.headentropy")
 # cost of the features vs a plain forward pass
 
 
-def _spans_for(t: int) -> object:
-    from medfm.methods.headentropy.extract import Spans
-
-    return Spans(template_end=8, question_end=t // 2, prompt_len=t // 2 + 4, answer_end=t - 4, length=t)
-
-
 def time_ratio(backend: object, lengths: list[int], reps: int) -> dict[str, dict[str, Any]]:
     """Wall times of a plain forward (the model's default attention, last logits only), of an eager forward and of
-    the feature pass (row statistics + answer logits), alternating, on the same random token ids; one untimed
-    warm-up round per T first."""
+    the same forward with the row statistics collected (the generation's prefill: fused attention, context mass
+    over the first T/2 keys, last logits only), alternating, on the same random token ids; one untimed warm-up
+    round per T first."""
     import torch
 
-    from medfm.methods.headentropy.extract import teacher_forced_batch
+    from medfm.methods.headentropy.attention import RowStatsCollector, use_rowstats
 
     model = backend.model
     device = next(model.parameters()).device
@@ -92,23 +87,24 @@ def time_ratio(backend: object, lengths: list[int], reps: int) -> dict[str, dict
         sync()
         return time.perf_counter() - t0
 
-    def features(ids: list[int], spans: object) -> float:
+    def features(ids: list[int]) -> float:
         model.set_attn_implementation(default_impl)
+        collector = RowStatsCollector(model.config.num_hidden_layers, context_end=[len(ids) // 2])
         sync()
         t0 = time.perf_counter()
-        teacher_forced_batch(model, [(ids, spans)])
+        with torch.inference_mode(), use_rowstats(model, collector):
+            model(input_ids=torch.tensor([ids], device=device), logits_to_keep=1, use_cache=False)
         sync()
         return time.perf_counter() - t0
 
     for t in lengths:
         ids = torch.randint(100, 40000, (t,), generator=g).tolist()
-        spans = _spans_for(t)
-        forward(ids, default_impl), forward(ids, "eager"), features(ids, spans)  # warm-up round, not timed
+        forward(ids, default_impl), forward(ids, "eager"), features(ids)  # warm-up round, not timed
         plain, feats, eager = [], [], []
         for _ in range(reps):
             plain.append(forward(ids, default_impl))
             eager.append(forward(ids, "eager"))
-            feats.append(features(ids, spans))
+            feats.append(features(ids))
         model.set_attn_implementation(default_impl)
         p, e, f = float(np.median(plain)), float(np.median(eager)), float(np.median(feats))
         out[str(t)] = {"plain_sdpa_s": p, "plain_eager_s": e, "features_s": f, "ratio_vs_sdpa": f / p,
@@ -146,9 +142,11 @@ else:
     except OSError:
         pass
     base = peak_mib()
-if mode == "features":
-    from medfm.methods.headentropy.extract import Spans, teacher_forced_batch
-    teacher_forced_batch(m, [(ids, Spans(8, t // 2, t // 2 + 4, t - 4, t))])
+if mode == "features":  # the generation's prefill with the row statistics collected
+    from medfm.methods.headentropy.attention import RowStatsCollector, use_rowstats
+    col = RowStatsCollector(m.config.num_hidden_layers, context_end=[t // 2])
+    with torch.inference_mode(), use_rowstats(m, col):
+        m(input_ids=torch.tensor([ids], device=dev), logits_to_keep=1, use_cache=False)
 elif mode == "eager_attentions":
     b.attentions_for_ids(ids)
 else:

@@ -35,7 +35,6 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,6 +150,33 @@ def encode_item(tokenizer: Any, messages: list[dict[str, str]], generation: str,
     return ids + gen_ids, spans
 
 
+def attention_features(sumsq: Any, ctx_mass: Any, diag: Any, spans: Spans) -> dict[str, Any]:
+    """Head features of one sequence from its row statistics ``(L, H, >= T)`` (a collector's slice): Rényi-2 and
+    trace-Jacobian span means, the lookback ratio and the LLM-Check score, all over the first ``spans.length``
+    rows. Shared by the generation pass and the teacher-forced reference."""
+    from medfm.methods.headentropy.attention import (
+        llm_check_attention_score,
+        lookback_ratio,
+        renyi2_rows,
+        span_mean,
+        trace_jacobian_rows,
+    )
+
+    t = spans.length
+    sumsq = sumsq[:, :, :t].float()
+    he, tj = renyi2_rows(sumsq), trace_jacobian_rows(sumsq)
+    a0, a1 = spans.answer
+    q0, q1 = spans.template_end, spans.question_end
+    return {
+        "he_answer": span_mean(he, a0, a1),
+        "he_question": span_mean(he, q0, q1),
+        "tj_answer": span_mean(tj, a0, a1),
+        "tj_question": span_mean(tj, q0, q1),
+        "lookback": lookback_ratio(ctx_mass[:, :, :t].float(), spans.question_end, t, spans.question_end, t),
+        "attn_score": llm_check_attention_score(diag[:, :, :t].float(), a0, a1),
+    }
+
+
 def teacher_forced_features(model: Any, ids: list[int], spans: Spans, query_block: int = 128) -> dict[str, Any]:
     """Features of one sequence (see :func:`teacher_forced_batch`)."""
     return teacher_forced_batch(model, [(ids, spans)], query_block)[0]
@@ -173,15 +199,7 @@ def teacher_forced_batch(
     import numpy as np
     import torch
 
-    from medfm.methods.headentropy.attention import (
-        RowStatsCollector,
-        llm_check_attention_score,
-        lookback_ratio,
-        renyi2_rows,
-        span_mean,
-        trace_jacobian_rows,
-        use_rowstats,
-    )
+    from medfm.methods.headentropy.attention import RowStatsCollector, use_rowstats
 
     device = next(model.parameters()).device
     width = max(len(ids) for ids, _ in batch)
@@ -194,21 +212,9 @@ def teacher_forced_batch(
         hidden = model.base_model(input_ids=x, use_cache=False).last_hidden_state  # (B, T, D), final norm applied
         results = []
         for b, (_ids, spans) in enumerate(batch):
-            sumsq = collector.sumsq[:, b].float()
-            ctx, diag = collector.ctx_mass[:, b].float(), collector.diag[:, b].float()
-            he, tj = renyi2_rows(sumsq), trace_jacobian_rows(sumsq)
+            feats = attention_features(collector.sumsq[:, b], collector.ctx_mass[:, b], collector.diag[:, b], spans)
             a0, a1 = spans.answer
-            q0, q1 = spans.template_end, spans.question_end
-            t = spans.length
-            feats: dict[str, Any] = {
-                "he_answer": span_mean(he, a0, a1),
-                "he_question": span_mean(he, q0, q1),
-                "tj_answer": span_mean(tj, a0, a1),
-                "tj_question": span_mean(tj, q0, q1),
-                "lookback": lookback_ratio(ctx[:, :, :t], spans.question_end, t, spans.question_end, t),
-                "hidden": hidden[b, a0:a1].float().mean(0),
-                "attn_score": llm_check_attention_score(diag, a0, a1),
-            }
+            feats["hidden"] = hidden[b, a0:a1].float().mean(0)
             feats["answer_length"] = float(max(0, spans.answer_end - spans.gen_start))
             # hidden row p-1 predicts generated answer token p
             if spans.answer_end > spans.gen_start:
@@ -274,15 +280,7 @@ def generate_with_features(model: Any, tokenizer: Any, messages: list[dict[str, 
     import numpy as np
     import torch
 
-    from medfm.methods.headentropy.attention import (
-        RowStatsCollector,
-        llm_check_attention_score,
-        lookback_ratio,
-        renyi2_rows,
-        span_mean,
-        trace_jacobian_rows,
-        use_rowstats,
-    )
+    from medfm.methods.headentropy.attention import RowStatsCollector, use_rowstats
 
     device = next(model.parameters()).device
     eos_ids = set(eos_ids or {tokenizer.eos_token_id})
@@ -295,7 +293,7 @@ def generate_with_features(model: Any, tokenizer: Any, messages: list[dict[str, 
     hid: list[Any] = []
     collector = RowStatsCollector(model.config.num_hidden_layers, context_end=[question_end], query_block=query_block,
                                   capacity=p + max_new_tokens + 1)  # fmt: skip
-    ctx = use_rowstats(model, collector) if features else _nullcontext()
+    ctx = use_rowstats(model, collector) if features else contextlib.nullcontext()
     finish = "length"
     with torch.inference_mode(), ctx:
         from transformers import DynamicCache
@@ -305,18 +303,21 @@ def generate_with_features(model: Any, tokenizer: Any, messages: list[dict[str, 
         kw = _cache_kwarg(model.base_model)
         h = model.base_model(input_ids=x, use_cache=True, **{kw: cache}).last_hidden_state[:, -1]
         for _ in range(max_new_tokens):
-            logp = head(h).float().log_softmax(-1)[0]
-            nxt = int(logp.argmax())
+            logits = head(h)[0]
+            nxt = int(logits.argmax())
             if nxt in eos_ids:
                 finish = "stop"
                 break
-            probs.append(float(logp[nxt].exp()))
-            ents.append(float(-(logp.exp() * logp).sum()))
+            if features:  # the plain-generation arm does only what greedy decoding needs
+                logp = logits.float().log_softmax(-1)
+                probs.append(float(logp[nxt].exp()))
+                ents.append(float(-(logp.exp() * logp).sum()))
             gen.append(nxt)
             # feeding the token gives its own row (attention statistics, hidden state): the answer span's rows
             h = model.base_model(input_ids=torch.tensor([[nxt]], device=device), use_cache=True,
                                  **{kw: cache}).last_hidden_state[:, -1]  # fmt: skip
-            hid.append(h[0].float())
+            if features:
+                hid.append(h[0].float())
     text = tokenizer.decode(gen, skip_special_tokens=True)
     full = prefill + text
     ends = _token_ends(tokenizer, gen)
@@ -326,25 +327,14 @@ def generate_with_features(model: Any, tokenizer: Any, messages: list[dict[str, 
     out: dict[str, Any] = {"text": full, "gen_ids": gen, "finish_reason": finish, "spans": spans, "features": None}
     if not features:
         return out
-    t = spans.length
-    sumsq = collector.sumsq[:, 0, :, :t].float()
-    he, tj = renyi2_rows(sumsq), trace_jacobian_rows(sumsq)
-    a0, a1 = spans.answer
-    q0, q1 = spans.template_end, spans.question_end
-    hidden = torch.stack(hid[:n_ans]).mean(0) if n_ans else h[0].float()
-    feats: dict[str, Any] = {
-        "he_answer": span_mean(he, a0, a1),
-        "he_question": span_mean(he, q0, q1),
-        "tj_answer": span_mean(tj, a0, a1),
-        "tj_question": span_mean(tj, q0, q1),
-        "lookback": lookback_ratio(collector.ctx_mass[:, 0, :, :t].float(), question_end, t, question_end, t),
-        "hidden": hidden,
-        "attn_score": llm_check_attention_score(collector.diag[:, 0, :, :t].float(), a0, a1),
+    feats = attention_features(collector.sumsq[:, 0], collector.ctx_mass[:, 0], collector.diag[:, 0], spans)
+    feats.update({
+        "hidden": torch.stack(hid[:n_ans]).mean(0) if n_ans else h[0].float(),
         "token_prob": float(np.mean(probs[:n_ans])) if n_ans else math.nan,
         "token_entropy": float(np.mean(ents[:n_ans])) if n_ans else math.nan,
         "answer_length": float(n_ans),
         "format_ok": format_ok(full),
-    }
+    })  # fmt: skip
     cert_v = parse_certainty(full)
     feats["certainty"] = cert_v if cert_v is not None else math.nan
     out["features"] = {k: (v.cpu().numpy().astype(np.float32) if hasattr(v, "cpu") else np.float32(v))
@@ -352,14 +342,9 @@ def generate_with_features(model: Any, tokenizer: Any, messages: list[dict[str, 
     return out
 
 
-@contextlib.contextmanager
-def _nullcontext() -> Iterator[None]:
-    yield None
-
-
 def extract_items(backend: Any, items: list[QAItem], max_new_tokens: int = 32, query_block: int = 128,
                   medmcqa_last_sentence: bool = True, prefill: str = "Answer:", label_mode: str = "contains",
-                  token_budget: int = 2048) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
+                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
     """Generate greedily, label and collect features for a list of items (one pass per item, see
     :func:`generate_with_features`).
 
@@ -373,7 +358,6 @@ def extract_items(backend: Any, items: list[QAItem], max_new_tokens: int = 32, q
             it is part of the prompt, not of the answer span; ``""`` reproduces the original unprefilled prompts.
         label_mode: the label used for ``label`` (:data:`medfm.methods.headentropy.qa.LABEL_MODES`); every mode's
             label is stored too (``label_exact``, ``label_contains``, ``label_token_f1``).
-        token_budget: unused (kept for the signature of earlier releases).
 
     Returns:
         ``(arrays, rows)``: arrays keyed by feature name stacked over the kept items, ``(N, ...)``; rows: one dict

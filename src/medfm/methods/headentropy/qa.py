@@ -496,11 +496,9 @@ _COUNTRY_ALIASES = {
 }
 
 
-def _country_names() -> dict[str, list[str]]:
-    """ISO code -> [name, *aliases] of every GeoNames country."""
-    from medfm.data.assets import geonames_json
-
-    return {c["iso"]: [c["name"], *_COUNTRY_ALIASES.get(c["name"], [])] for c in geonames_json("countries").values()}
+def _country_names(countries: dict[str, Any]) -> dict[str, list[str]]:
+    """ISO code -> [name, *aliases] of every country of GeoNames' ``countries`` table."""
+    return {c["iso"]: [c["name"], *_COUNTRY_ALIASES.get(c["name"], [])] for c in countries.values()}
 
 
 def countries_domain(n: int = 800, seed: int = 0) -> list[QAItem]:
@@ -513,9 +511,10 @@ def countries_domain(n: int = 800, seed: int = 0) -> list[QAItem]:
 
     continents = {"AF": "Africa", "AS": "Asia", "EU": "Europe", "NA": "North America", "OC": "Oceania",
                   "SA": "South America", "AN": "Antarctica"}  # fmt: skip
-    names = _country_names()
+    countries = geonames_json("countries")
+    names = _country_names(countries)
     items = []
-    for c in sorted(geonames_json("countries").values(), key=lambda c: c["iso"]):
+    for c in sorted(countries.values(), key=lambda c: c["iso"]):
         iso, name = c["iso"], c["name"]
         if c.get("capital"):
             items.append(QAItem(f"capital-{iso}", f"What is the capital of {name}?", [c["capital"]]))
@@ -542,7 +541,7 @@ def cities_domain(n: int = 800, seed: int = 0) -> list[QAItem]:
 
     from medfm.data.assets import geonames_json
 
-    names = _country_names()
+    names = _country_names(geonames_json("countries"))
     cities = [c for c in geonames_json("cities15000").values() if c.get("countrycode") in names]
     count = Counter(c["name"] for c in cities)
     unique = sorted((c for c in cities if count[c["name"]] == 1), key=lambda c: -int(c.get("population", 0)))
